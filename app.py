@@ -1,0 +1,2271 @@
+"""Connected Todos: a B2B todo app that is its own OAuth 2.0 / OpenID Connect provider.
+
+AI agents (a ChatGPT custom GPT through a GPT Action, or any OAuth client) act on a member's
+todos with that member's permission. The module reads from top to bottom the way a request
+travels:
+
+ 1. Settings and the app factory
+ 2. Models
+ 3. Helpers: time, secrets and safe redirects
+ 4. Members: sign-up, login, organization choice, logout, adding members
+ 5. Todos: the rules, shared by the web pages and the REST API
+ 6. Signing keys (kept in the database, shared by every worker and host)
+ 7. Authorization server: clients, grants and token storage (Authlib)
+ 8. The authorization endpoint /idp and the consent page
+ 9. Token, revocation and introspection endpoints
+10. Discovery: /.well-known metadata and the JWKS
+11. Resource server: bearer tokens, UserInfo and the todo REST API
+12. openapi.yaml, generated from the views with apispec
+13. CLI commands
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from datetime import date
+from datetime import datetime
+from datetime import timedelta
+from functools import wraps
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
+import click
+import sqlalchemy as sa
+import yaml
+from apispec import APISpec
+from apispec.yaml_utils import load_operations_from_docstring
+from authlib.common.security import generate_token
+from authlib.common.urls import add_params_to_uri
+from authlib.integrations.flask_oauth2 import AuthorizationServer as _AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749 import OAuth2Payload
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.util import scope_to_list
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from authlib.oidc.core.errors import ConsentRequiredError
+from authlib.oidc.core.grants import OpenIDCode
+from flask import Blueprint
+from flask import Flask
+from flask import Response
+from flask import abort
+from flask import current_app
+from flask import flash
+from flask import g
+from flask import jsonify
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import session
+from flask import url_for
+from flask.cli import AppGroup
+from flask.sessions import SecureCookieSessionInterface
+from flask_login import LoginManager
+from flask_login import UserMixin
+from flask_login import current_user
+from flask_login import login_required
+from flask_login import login_user
+from flask_login import logout_user
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFProtect
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwk import RSAKey
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
+from werkzeug.datastructures import MultiDict
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.security import check_password_hash
+from werkzeug.security import generate_password_hash
+
+# ---------------------------------------------------------------------------------------------
+# 1. Settings and the app factory
+# ---------------------------------------------------------------------------------------------
+
+#: Every scope the server knows, with the words the consent page shows for it.
+SCOPES = {
+    "openid": "Confirm who you are",
+    "profile": "See your name",
+    "email": "See your email address",
+    "offline_access": "Stay connected when you are away",
+    "todos:read": "See your organization's todos",
+    "todos:write": "Create, change and delete your organization's todos",
+}
+DEFAULT_CLIENT_SCOPE = " ".join(SCOPES)
+
+ACCESS_TOKEN_TTL = 3600  # RFC 9068 access tokens: one hour
+CODE_TTL = 300  # RFC 6749 §4.1.2 recommends at most ten minutes; we allow five
+REFRESH_TOKEN_TTL = timedelta(days=90)  # sliding, renewed on every use
+ID_TOKEN_TTL = 3600
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+SECRET_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+log = logging.getLogger("connected_todos")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+login_manager = LoginManager()
+csrf = CSRFProtect()
+bp = Blueprint("main", __name__)
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Mark the session cookie Secure whenever the request arrived over https."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Create and configure the app: settings, extensions, routes and the database."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(
+        SQLALCHEMY_DATABASE_URI=database_url(app),
+        PUBLIC_URL=os.environ.get("PUBLIC_URL", "").rstrip("/"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",  # sent on the top-level GET from chatgpt.com to /idp
+        SESSION_COOKIE_SECURE=False,
+        SEED_DEMO=os.environ.get("SEED_DEMO", "1") == "1",
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or secret_key(app)
+    app.session_interface = SessionInterface()
+    # Behind a TLS-terminating proxy the request's scheme and host come from X-Forwarded-*.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)
+    # Authlib logs issued tokens at DEBUG level; a secret is never logged.
+    logging.getLogger("authlib").setLevel(logging.INFO)
+
+    db.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "main.login"
+    login_manager.session_protection = "strong"
+    csrf.init_app(app)
+    server.init_app(app, query_client=query_client, save_token=save_token)
+    app.register_blueprint(bp)
+    app.register_error_handler(CSRFError, csrf_error)
+    for command in cli.commands.values():
+        app.cli.add_command(command)
+
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            sa.event.listen(db.engine, "connect", sqlite_pragmas)
+        db.create_all()
+        current_signing_key()
+        if app.config["SEED_DEMO"]:
+            seed_demo()
+    return app
+
+
+def database_url(app: Flask) -> str:
+    """Read DATABASE_URL, defaulting to SQLite in instance/; accept postgres:// as hosts give it."""
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{app.instance_path}/connected-todos.db"
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def secret_key(app: Flask) -> str:
+    """Read SECRET_KEY; in development, generate one and keep it in instance/."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    if os.environ.get("APP_ENV") == "production":
+        raise SystemExit(
+            "SECRET_KEY is not set. Set it to a long random value, for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+        )
+    path = os.path.join(app.instance_path, "secret_key")
+    if not os.path.exists(path):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    with open(path) as f:
+        return f.read().strip()
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Turn on WAL and foreign keys, and wait for a lock instead of failing at once."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
+
+
+def issuer() -> str:
+    """The issuer: PUBLIC_URL, or the request's own origin. No path, no trailing slash."""
+    return current_app.config["PUBLIC_URL"] or request.host_url.rstrip("/")
+
+
+def api_resource() -> str:
+    """The REST API's resource identifier (RFC 8707), the access token's default audience."""
+    return f"{issuer()}/api"
+
+
+def resources() -> list[str]:
+    """Every resource an access token may be issued for."""
+    return [api_resource()]
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Models
+# ---------------------------------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, naive, as every column stores it."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Organization(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    slug: Mapped[str] = mapped_column(sa.String(60), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Member(UserMixin, db.Model):
+    __table_args__ = (sa.UniqueConstraint("organization_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(sa.ForeignKey("organization.id"), index=True)
+    email: Mapped[str] = mapped_column(sa.String(254), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(20), default="member")
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    organization: Mapped[Organization] = relationship(lazy="joined")
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)  # Werkzeug's default: scrypt
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def get_user_id(self) -> int:
+        return self.id
+
+
+class Todo(db.Model):
+    __table_args__ = (sa.Index("ix_todo_org_id", "organization_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(sa.ForeignKey("organization.id"))
+    title: Mapped[str] = mapped_column(sa.String(200))
+    notes: Mapped[str] = mapped_column(sa.Text, default="")
+    completed: Mapped[bool] = mapped_column(default=False)
+    due_date: Mapped[date | None]
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("member.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    created_by: Mapped[Member | None] = relationship(lazy="joined")
+
+
+class Client(ClientMixin, db.Model):
+    """A connected app: an OAuth client registered with this server."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    first_party: Mapped[bool] = mapped_column(default=False)
+    redirect_uris: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    scope: Mapped[str] = mapped_column(sa.String(500), default=DEFAULT_CLIENT_SCOPE)
+    grant_types: Mapped[list[str]] = mapped_column(sa.JSON, default=lambda: ["authorization_code", "refresh_token"])
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    @property
+    def is_public(self) -> bool:
+        return self.client_secret_hash is None
+
+    @property
+    def client_type(self) -> str:
+        party = "first-party" if self.first_party else "third-party"
+        return f"{party} {'public' if self.is_public else 'confidential'}"
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # With several registered URIs the request must name one (RFC 6749 §3.1.2.3).
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        """An absent scope means the registered one (RFC 6749 §3.3); otherwise the overlap."""
+        allowed = scope_to_list(self.scope)
+        if not scope:
+            return self.scope
+        return " ".join(s for s in scope_to_list(scope) if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return any(redirect_uri_matches(uri, redirect_uri) for uri in self.redirect_uris)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.client_secret_hash is None:
+            return False
+        return secrets.compare_digest(self.client_secret_hash, sha256(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        # Both secret styles work for confidential clients: they are the GPT builder's two
+        # "token exchange methods". Public clients authenticate with "none" only.
+        if self.is_public:
+            return method == "none"
+        return method in SECRET_AUTH_METHODS
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+
+class Consent(db.Model):
+    """What a member allowed a client, remembered so that the consent page is shown once."""
+
+    __table_args__ = (sa.UniqueConstraint("member_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("member.id", ondelete="CASCADE"))
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuthorizationCode(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("member.id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str | None] = mapped_column(sa.Text)
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    resource: Mapped[str | None] = mapped_column(sa.String(500))
+    nonce: Mapped[str | None] = mapped_column(sa.String(500))
+    auth_time: Mapped[int]
+    code_challenge: Mapped[str | None] = mapped_column(sa.String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(sa.String(10))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    # The interface Authlib's grants and OpenIDCode read.
+    def get_redirect_uri(self) -> str | None:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_acr(self) -> None:
+        return None
+
+    def get_amr(self) -> None:
+        return None
+
+
+class Grant(db.Model):
+    """One authorization: the family of tokens that one authorization code started."""
+
+    __tablename__ = "oauth_grant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("member.id", ondelete="CASCADE"))
+    authorization_code_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("authorization_code.id", ondelete="SET NULL"), index=True
+    )
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    resource: Mapped[str] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    client: Mapped[Client] = relationship(lazy="joined")
+    member: Mapped[Member] = relationship(lazy="joined")
+
+
+class RefreshToken(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grant_id: Mapped[int] = mapped_column(sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    rotated_at: Mapped[datetime | None]  # set when a public client's token was exchanged
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+    # The interface Authlib's grants, revocation and introspection endpoints read.
+    def check_client(self, client: Client) -> bool:
+        return self.grant.client_id == client.id
+
+    def get_scope(self) -> str:
+        return self.grant.scope
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return bool(self.rotated_at or self.grant.revoked_at)
+
+
+class AccessToken(db.Model):
+    """The record of an issued JWT access token, looked up by its jti for revocation."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grant_id: Mapped[int] = mapped_column(sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"))
+    jti: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+    def check_client(self, client: Client) -> bool:
+        return self.grant.client_id == client.id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return bool(self.revoked_at or self.grant.revoked_at)
+
+
+class SigningKey(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    private_jwk: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Helpers: time, secrets and safe redirects
+# ---------------------------------------------------------------------------------------------
+
+
+def sha256(value: str) -> str:
+    """Hash a 256-bit random secret for storage; a password hash would add nothing but cost."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def is_safe_return_path(target: str | None) -> bool:
+    """Accept only a same-origin relative path: no //host, /\\host, scheme or encoded variant."""
+    if not target:
+        return False
+    decoded = target
+    for _ in range(3):  # undo layered percent-encoding such as %252F
+        decoded = unquote(decoded)
+    for value in (target, decoded):
+        path = re.split(r"[?#]", value, maxsplit=1)[0]
+        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+            return False
+        if any(ord(c) < 32 or ord(c) == 127 for c in path):
+            return False  # browsers drop tabs and newlines, turning "/\t/host" into "//host"
+        parts = urlsplit(value)
+        if parts.scheme or parts.netloc:
+            return False
+    return True
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def redirect_uri_matches(registered: str, requested: str) -> bool:
+    """Exact match, except that a loopback http URI matches on any port (RFC 8252 §7.3)."""
+    if registered == requested:
+        return True
+    reg, req = urlsplit(registered), urlsplit(requested)
+    if reg.scheme != "http" or req.scheme != "http" or not is_loopback_host(reg.hostname):
+        return False
+    if req.username is not None or req.password is not None or req.fragment:
+        return False
+    try:
+        req.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return False
+    return (reg.hostname, reg.path, reg.query) == (req.hostname, req.path, req.query)
+
+
+def check_uri(uri: str) -> str | None:
+    """Say what is wrong with a redirect URI a client registers, or None."""
+    parts = urlsplit(uri)
+    if parts.scheme == "https" and parts.hostname:
+        pass
+    elif parts.scheme == "http" and is_loopback_host(parts.hostname):
+        pass  # RFC 8252 §7.3 loopback redirect for native apps
+    elif parts.scheme and "." in parts.scheme and not parts.netloc.startswith("/"):
+        pass  # RFC 8252 §7.1 private-use scheme, reverse domain name
+    else:
+        return "must be https, http on a loopback address, or a reverse-domain app scheme"
+    if parts.fragment or "#" in uri:
+        return "must not have a fragment (RFC 6749 §3.1.2)"
+    if parts.username or parts.password:
+        return "must not carry user information"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Members: sign-up, login, organization choice, logout, adding members
+# ---------------------------------------------------------------------------------------------
+
+# Checked against when the email is unknown, so that a miss costs as much as a hit.
+DUMMY_PASSWORD_HASH = generate_password_hash(secrets.token_urlsafe(16))
+
+
+@login_manager.user_loader
+def load_member(member_id: str) -> Member | None:
+    return db.session.get(Member, int(member_id)) if member_id.isdigit() else None
+
+
+def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """View decorator that lets only an organization's admins through."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50] or "org"
+
+
+def create_organization(name: str, slug: str | None = None) -> Organization:
+    base = slug or slugify(name)
+    slug, n = base, 1
+    while db.session.scalar(sa.select(Organization.id).where(Organization.slug == slug)):
+        n += 1
+        slug = f"{base}-{n}"
+    org = Organization(name=name, slug=slug)
+    db.session.add(org)
+    db.session.flush()
+    return org
+
+
+def create_member(org: Organization, email: str, name: str, password: str, role: str) -> Member:
+    member = Member(organization_id=org.id, email=email.strip().lower(), name=name, role=role)
+    member.set_password(password)
+    db.session.add(member)
+    db.session.flush()
+    return member
+
+
+def member_form_error(email: str, name: str, password: str) -> str | None:
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        return "Enter a valid email address."
+    if not name.strip() or len(name) > 200:
+        return "Enter a name of at most 200 characters."
+    if len(password) < 8:
+        return "Choose a password of at least 8 characters."
+    return None
+
+
+def start_session(member: Member) -> None:
+    """Log the member in with a fresh session, so that no pre-login session survives."""
+    session.clear()
+    login_user(member)
+    session["auth_time"] = int(time.time())
+
+
+def return_to() -> str:
+    """The returnTo (or next) target of /login when it is a safe same-origin path."""
+    target = request.values.get("returnTo") or request.values.get("next")
+    return target if is_safe_return_path(target) else url_for("main.todos")
+
+
+@bp.route("/")
+def index() -> str:
+    """Explain what the app is."""
+    return render_template("index.html")
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup() -> Any:
+    """Create an organization and its first admin."""
+    if request.method == "POST":
+        form = request.form
+        org_name = form.get("organization", "").strip()
+        email = form.get("email", "").strip().lower()
+        error = member_form_error(email, form.get("name", ""), form.get("password", ""))
+        if not org_name or len(org_name) > 200:
+            error = "Enter an organization name of at most 200 characters."
+        if error is None:
+            org = create_organization(org_name)
+            member = create_member(org, email, form["name"].strip(), form["password"], "admin")
+            db.session.commit()
+            start_session(member)
+            flash(f"Welcome! {org.name} is ready.")
+            return redirect(url_for("main.todos"))
+        flash(error, "error")
+    return render_template("signup.html")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Log a member in with email and password."""
+    if request.method == "POST":
+        email = request.form.get("email", "").strip().lower()
+        password = request.form.get("password", "")
+        candidates = db.session.scalars(sa.select(Member).where(Member.email == email)).all()
+        if not candidates:
+            check_password_hash(DUMMY_PASSWORD_HASH, password)
+        matches = [m for m in candidates if m.check_password(password)]
+        if len(matches) == 1:
+            start_session(matches[0])
+            return redirect(return_to())
+        if matches:
+            # The email belongs to several organizations: choose after the password check.
+            target = return_to()
+            session.clear()
+            session["org_choice"] = {"ids": [m.id for m in matches], "at": int(time.time())}
+            return redirect(url_for("main.choose_organization", returnTo=target))
+        flash("That email and password do not match a member.", "error")
+    return render_template("login.html", return_to=request.values.get("returnTo", ""))
+
+
+@bp.route("/login/organization", methods=["GET", "POST"])
+def choose_organization() -> Any:
+    """Let a person whose email is in several organizations choose one."""
+    choice = session.get("org_choice")
+    if not choice or time.time() - choice["at"] > 300:
+        return redirect(url_for("main.login"))
+    members = db.session.scalars(sa.select(Member).where(Member.id.in_(choice["ids"]))).all()
+    if request.method == "POST":
+        chosen = next((m for m in members if str(m.id) == request.form.get("member_id")), None)
+        if chosen:
+            start_session(chosen)
+            return redirect(return_to())
+        flash("Choose one of the organizations.", "error")
+    return render_template("choose_org.html", members=members, return_to=return_to())
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    """Log the member out."""
+    logout_user()
+    session.clear()
+    return redirect(url_for("main.index"))
+
+
+@bp.route("/members", methods=["GET", "POST"])
+@admin_required
+def members() -> Any:
+    """List the organization's members and let an admin add one."""
+    org = current_user.organization
+    if request.method == "POST":
+        form = request.form
+        email = form.get("email", "").strip().lower()
+        error = member_form_error(email, form.get("name", ""), form.get("password", ""))
+        role = form.get("role", "member")
+        if role not in ("admin", "member"):
+            error = "Choose the role admin or member."
+        exists = sa.select(Member.id).where(Member.organization_id == org.id, Member.email == email)
+        if error is None and db.session.scalar(exists):
+            error = "That email is already a member of this organization."
+        if error is None:
+            create_member(org, email, form["name"].strip(), form["password"], role)
+            db.session.commit()
+            flash(f"{email} can now log in to {org.name}.")
+            return redirect(url_for("main.members"))
+        flash(error, "error")
+    people = db.session.scalars(sa.select(Member).where(Member.organization_id == org.id).order_by(Member.email)).all()
+    return render_template("members.html", members=people)
+
+
+def csrf_error(error: CSRFError) -> tuple[str, int]:
+    return render_template("error.html", title="The form expired", message=error.description), 400
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Todos: the rules, shared by the web pages and the REST API
+# ---------------------------------------------------------------------------------------------
+
+TITLE_MAX = 200
+NOTES_MAX = 5000
+PAGE_DEFAULT = 20
+PAGE_MAX = 100
+
+
+class TodoError(Exception):
+    """A todo request that breaks a rule; ``field`` names the offending input."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.message, self.field, self.status = message, field, status
+
+
+def clean_todo(data: dict[str, Any], partial: bool) -> dict[str, Any]:
+    """Validate todo fields from JSON or a form; ``partial`` allows any subset (PATCH)."""
+    if not isinstance(data, dict):
+        raise TodoError("The body must be a JSON object.", status=400)
+    unknown = set(data) - {"title", "notes", "completed", "due_date"}
+    if unknown:
+        raise TodoError(f"Unknown field '{sorted(unknown)[0]}'.", sorted(unknown)[0])
+    values: dict[str, Any] = {}
+    if "title" in data or not partial:
+        title = data.get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise TodoError("title is required and must be a non-empty string.", "title")
+        if len(title.strip()) > TITLE_MAX:
+            raise TodoError(f"title must be at most {TITLE_MAX} characters.", "title")
+        values["title"] = title.strip()
+    if "notes" in data:
+        notes = data["notes"] if data["notes"] is not None else ""
+        if not isinstance(notes, str):
+            raise TodoError("notes must be a string.", "notes")
+        if len(notes) > NOTES_MAX:
+            raise TodoError(f"notes must be at most {NOTES_MAX} characters.", "notes")
+        values["notes"] = notes
+    if "completed" in data:
+        if not isinstance(data["completed"], bool):
+            raise TodoError("completed must be true or false.", "completed")
+        values["completed"] = data["completed"]
+    if "due_date" in data:
+        values["due_date"] = parse_due_date(data["due_date"])
+    return values
+
+
+def parse_due_date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise TodoError("due_date must be a date like 2026-12-31, or null.", "due_date")
+
+
+def todo_query(member: Member) -> sa.Select[tuple[Todo]]:
+    """Every todo query starts here: only the member's own organization."""
+    return sa.select(Todo).where(Todo.organization_id == member.organization_id)
+
+
+def encode_cursor(todo_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{todo_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix == "id" and value.isdigit():
+            return int(value)
+    except ValueError:
+        pass
+    raise TodoError("cursor is not one this server gave out.", "cursor", 400)
+
+
+def list_todos(
+    member: Member, completed: bool | None = None, limit: int = PAGE_DEFAULT, cursor: str | None = None
+) -> tuple[list[Todo], str | None]:
+    """One page of todos, newest first, with the cursor of the next page (keyset pagination)."""
+    if not 1 <= limit <= PAGE_MAX:
+        raise TodoError(f"limit must be between 1 and {PAGE_MAX}.", "limit", 400)
+    query = todo_query(member)
+    if completed is not None:
+        query = query.where(Todo.completed == completed)
+    if cursor:
+        query = query.where(Todo.id < decode_cursor(cursor))
+    rows = db.session.scalars(query.order_by(Todo.id.desc()).limit(limit + 1)).all()
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return list(rows[:limit]), next_cursor
+
+
+def get_todo(member: Member, todo_id: int) -> Todo:
+    """A todo of the member's organization; another organization's todo does not exist."""
+    todo = db.session.scalar(todo_query(member).where(Todo.id == todo_id))
+    if todo is None:
+        raise TodoError("There is no todo with that id.", "id", 404)
+    return todo
+
+
+def create_todo(member: Member, data: dict[str, Any]) -> Todo:
+    todo = Todo(organization_id=member.organization_id, created_by_id=member.id)
+    for key, value in clean_todo(data, partial=False).items():
+        setattr(todo, key, value)
+    db.session.add(todo)
+    db.session.commit()
+    return todo
+
+
+def update_todo(member: Member, todo_id: int, data: dict[str, Any]) -> Todo:
+    values = clean_todo(data, partial=True)
+    todo = get_todo(member, todo_id)
+    for key, value in values.items():
+        setattr(todo, key, value)
+    db.session.commit()
+    return todo
+
+
+def delete_todo(member: Member, todo_id: int) -> None:
+    db.session.delete(get_todo(member, todo_id))
+    db.session.commit()
+
+
+def todo_json(todo: Todo) -> dict[str, Any]:
+    creator = todo.created_by
+    return {
+        "id": todo.id,
+        "title": todo.title,
+        "notes": todo.notes,
+        "completed": todo.completed,
+        "due_date": todo.due_date.isoformat() if todo.due_date else None,
+        "created_at": todo.created_at.isoformat() + "Z",
+        "updated_at": todo.updated_at.isoformat() + "Z",
+        "created_by": {"id": creator.id, "name": creator.name} if creator else None,
+    }
+
+
+@bp.route("/todos", methods=["GET", "POST"])
+@login_required
+def todos() -> Any:
+    """List the organization's todos and add one."""
+    if request.method == "POST":
+        try:
+            form = request.form
+            create_todo(
+                current_user,
+                {
+                    "title": form.get("title", ""),
+                    "notes": form.get("notes", ""),
+                    "due_date": form.get("due_date", ""),
+                },
+            )
+            flash("Todo added.")
+        except TodoError as error:
+            flash(error.message, "error")
+        return redirect(url_for("main.todos"))
+    completed = {"open": False, "done": True}.get(request.args.get("show", ""))
+    try:
+        page, next_cursor = list_todos(current_user, completed, PAGE_MAX, request.args.get("cursor"))
+    except TodoError:
+        return redirect(url_for("main.todos"))
+    return render_template("todos.html", todos=page, next_cursor=next_cursor)
+
+
+@bp.route("/todos/<int:todo_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit_todo(todo_id: int) -> Any:
+    """Edit a todo's title, notes and due date."""
+    try:
+        todo = get_todo(current_user, todo_id)
+        if request.method == "POST":
+            form = request.form
+            update_todo(
+                current_user,
+                todo_id,
+                {
+                    "title": form.get("title", ""),
+                    "notes": form.get("notes", ""),
+                    "due_date": form.get("due_date", ""),
+                    "completed": form.get("completed") == "on",
+                },
+            )
+            flash("Todo saved.")
+            return redirect(url_for("main.todos"))
+    except TodoError as error:
+        if error.status == 404:
+            abort(404)
+        flash(error.message, "error")
+    return render_template("todo_edit.html", todo=todo)
+
+
+@bp.route("/todos/<int:todo_id>/toggle", methods=["POST"])
+@login_required
+def toggle_todo(todo_id: int) -> Any:
+    """Mark a todo completed, or open again."""
+    try:
+        todo = get_todo(current_user, todo_id)
+        update_todo(current_user, todo_id, {"completed": not todo.completed})
+    except TodoError:
+        abort(404)
+    return redirect(url_for("main.todos"))
+
+
+@bp.route("/todos/<int:todo_id>/delete", methods=["POST"])
+@login_required
+def remove_todo(todo_id: int) -> Any:
+    """Delete a todo."""
+    try:
+        delete_todo(current_user, todo_id)
+    except TodoError:
+        abort(404)
+    flash("Todo deleted.")
+    return redirect(url_for("main.todos"))
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Signing keys (kept in the database, shared by every worker and host)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KeyCache:
+    """Parsed keys for this process. Parsing an RSA key costs ~60 ms, so it happens once per
+    key set; the database stays the source of truth and is re-read when it may have changed."""
+
+    kids: tuple[str, ...] = ()
+    private: KeySet | None = None
+    public: KeySet | None = None
+    checked_at: float = 0.0
+
+
+KEY_CACHES: dict[str, KeyCache] = {}  # one per database URL
+KEY_RECHECK_SECONDS = 60
+
+
+def create_signing_key() -> SigningKey:
+    kid = secrets.token_urlsafe(12)
+    key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
+    row = SigningKey(kid=kid, private_jwk=key.as_dict(private=True))
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def load_keys(force: bool = False) -> KeyCache:
+    """Return the parsed key set, reloading it when another process may have rotated it."""
+    cache = KEY_CACHES.setdefault(str(db.engine.url), KeyCache())
+    if not force and cache.private and time.time() - cache.checked_at < KEY_RECHECK_SECONDS:
+        return cache
+    rows = db.session.scalars(sa.select(SigningKey).order_by(SigningKey.id.desc())).all()
+    kids = tuple(row.kid for row in rows)
+    if rows and (kids != cache.kids or cache.private is None):
+        keys = [RSAKey.import_key(row.private_jwk) for row in rows]
+        cache.private = KeySet(keys)
+        cache.public = KeySet.import_key_set(KeySet(keys).as_dict(private=False))
+        cache.kids = kids
+    cache.checked_at = time.time()
+    return cache
+
+
+def current_signing_key() -> RSAKey:
+    """The newest key signs; older ones stay published until they are retired."""
+    cache = load_keys()
+    if not cache.kids:
+        try:
+            create_signing_key()
+        except sa.exc.IntegrityError:  # another worker created it first
+            db.session.rollback()
+        cache = load_keys(force=True)
+    return cache.private.get_by_kid(cache.kids[0])
+
+
+def rotate_signing_key(keep: int = 2) -> SigningKey:
+    """Add a new signing key and retire all but the newest ``keep`` keys."""
+    row = create_signing_key()
+    old = db.session.scalars(sa.select(SigningKey.id).order_by(SigningKey.id.desc()).offset(keep)).all()
+    if old:
+        db.session.execute(sa.delete(SigningKey).where(SigningKey.id.in_(old)))
+        db.session.commit()
+    load_keys(force=True)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Authorization server: clients, grants and token storage (Authlib)
+# ---------------------------------------------------------------------------------------------
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8707 §2: the requested resource is not one this server issues tokens for."""
+
+    error = "invalid_target"
+
+
+class Payload(OAuth2Payload):
+    """Request parameters, with a comma-separated scope read as space-separated.
+
+    The GPT builder passes its Scope field as typed, so "openid,profile" must work too.
+    """
+
+    def __init__(self, values: MultiDict[str, str]) -> None:
+        self._values = values
+
+    @property
+    def data(self) -> MultiDict[str, str]:
+        return self._values
+
+    @property
+    def datalist(self) -> dict[str, list[str]]:
+        return {key: self._values.getlist(key) for key in self._values}
+
+
+class OAuth2Request(FlaskOAuth2Request):
+    """A Flask request whose body may be form-encoded (RFC 6749) or JSON."""
+
+    def __init__(self, flask_request: Any) -> None:
+        super().__init__(flask_request)
+        self._body = request_body(flask_request)
+        values = MultiDict(flask_request.args)
+        values.update(self._body)
+        self.payload = Payload(normalized(values))
+
+    @property
+    def form(self) -> MultiDict[str, str]:
+        return self._body
+
+
+def normalize_scope(scope: str) -> str:
+    return " ".join(scope.replace(",", " ").split())
+
+
+def request_body(flask_request: Any) -> MultiDict[str, str]:
+    """Read a form or JSON body into one MultiDict of strings, with the scope normalized."""
+    if flask_request.is_json:
+        data = flask_request.get_json(silent=True)
+        items = data.items() if isinstance(data, dict) else []
+        body = MultiDict([(k, v if isinstance(v, str) else json.dumps(v)) for k, v in items])
+    else:
+        body = MultiDict(flask_request.form)
+    return normalized(body)
+
+
+def normalized(values: MultiDict[str, str]) -> MultiDict[str, str]:
+    if "scope" in values:
+        values.setlist("scope", [normalize_scope(s) for s in values.getlist("scope")])
+    return values
+
+
+class AuthorizationServer(_AuthorizationServer):
+    def create_oauth2_request(self, _request: Any) -> OAuth2Request:
+        return OAuth2Request(request)
+
+    def handle_response(self, status_code: int, payload: Any, headers: Any) -> Response:
+        """Add ``iss`` to every authorization response, success or error (RFC 9207 §2)."""
+        headers = [(k, add_params_to_uri(v, [("iss", issuer())]) if k == "Location" else v) for k, v in headers]
+        response = super().handle_response(status_code, payload, headers)
+        if status_code != 302:
+            response.headers["Cache-Control"] = "no-store"  # RFC 6749 §5.1
+            response.headers["Pragma"] = "no-cache"
+        return response
+
+    def create_bearer_token_generator(self, config: Any) -> JWTBearerTokenGenerator:
+        return AccessTokenGenerator()
+
+    def validate_requested_scope(self, scope: str) -> None:
+        """An unknown scope is an error (RFC 6749 §4.1.2.1 invalid_scope)."""
+        if scope and not set(scope_to_list(scope)) <= set(SCOPES):
+            raise InvalidScopeError(f"Unknown scope. This server supports: {' '.join(SCOPES)}.")
+
+
+server = AuthorizationServer()
+
+
+def query_client(client_id: str) -> Client | None:
+    return db.session.scalar(sa.select(Client).where(Client.client_id == client_id))
+
+
+def b64url_json(segment: str) -> Any:
+    """Decode one base64url segment of a JWT into JSON."""
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
+    """Store what a token response issued: a grant (first time), the access token's jti and the
+    refresh token's hash. Nothing is stored in a form that could be replayed."""
+    if oauth_request.payload.grant_type == "authorization_code":
+        code: AuthorizationCode = oauth_request.authorization_code
+        grant = Grant(
+            client_id=oauth_request.client.id,
+            member_id=oauth_request.user.id,
+            authorization_code_id=code.id,
+            scope=code.scope,
+            resource=g.token_resource,
+        )
+        db.session.add(grant)
+        db.session.flush()
+    else:
+        grant = oauth_request.refresh_token.grant
+    now = utcnow()
+    claims = b64url_json(token["access_token"].split(".")[1])  # our own, just signed
+    db.session.add(
+        AccessToken(
+            grant_id=grant.id,
+            jti=claims["jti"],
+            scope=claims["scope"],
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC).replace(tzinfo=None),
+        )
+    )
+    if "refresh_token" in token:
+        db.session.add(
+            RefreshToken(
+                grant_id=grant.id,
+                token_hash=sha256(token["refresh_token"]),
+                expires_at=now + REFRESH_TOKEN_TTL,
+            )
+        )
+    grant.last_used_at = now
+    oauth_request.client.last_used_at = now
+    db.session.commit()
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """RFC 9068 JWT access tokens, signed with the current database key."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            issuer="",
+            alg="RS256",
+            refresh_token_generator=lambda **_: generate_token(48),
+            expires_generator=lambda client, grant_type: ACCESS_TOKEN_TTL,
+        )
+
+    def get_jwks(self) -> KeySet:
+        return KeySet([current_signing_key()])
+
+    @property
+    def issuer(self) -> str:
+        return issuer()  # PUBLIC_URL, or the request's origin
+
+    @issuer.setter
+    def issuer(self, _value: str) -> None:
+        pass
+
+    def get_audiences(self, client: Client, user: Member, scope: str) -> str:
+        return g.token_resource
+
+    def get_extra_claims(self, client: Client, grant_type: str, user: Member, scope: str) -> dict[str, Any]:
+        return {"org_id": user.organization_id}
+
+    def get_jti(self, client: Client, grant_type: str, user: Member, scope: str) -> str:
+        return secrets.token_urlsafe(24)
+
+
+class S256CodeChallenge(CodeChallenge):
+    """PKCE with S256 only (RFC 7636 §4.2, RFC 9700 §2.1.1): "plain" and absent are rejected."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ("S256",)
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        payload = grant.request.payload.data
+        if grant.request.client.is_public and not payload.get("code_challenge"):
+            raise InvalidRequestError("Public clients must send a PKCE code_challenge (RFC 7636).")
+        if payload.get("code_challenge") and payload.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("code_challenge_method must be S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+def requested_resource(oauth_request: OAuth2Request, bound: str | None = None) -> str:
+    """The RFC 8707 resource a token is for: the request's, or the grant's, or the API."""
+    values = oauth_request.payload.datalist.get("resource", [])
+    if len(values) > 1:
+        raise InvalidTargetError("Ask for one resource at a time.")
+    resource = values[0] if values else (bound or api_resource())
+    if resource not in resources():
+        raise InvalidTargetError(f"Unknown resource. Use one of: {' '.join(resources())}.")
+    if bound and resource != bound:
+        raise InvalidTargetError("The resource differs from the one that was authorized.")
+    return resource
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def validate_authorization_request(self) -> str:
+        redirect_uri = super().validate_authorization_request()
+        try:
+            requested_resource(self.request)
+        except InvalidTargetError as error:
+            error.redirect_uri = redirect_uri
+            raise
+        return redirect_uri
+
+    def save_authorization_code(self, code: str, oauth_request: OAuth2Request) -> None:
+        payload = oauth_request.payload
+        db.session.add(
+            AuthorizationCode(
+                code_hash=sha256(code),
+                client_id=oauth_request.client.id,
+                member_id=oauth_request.user.id,
+                redirect_uri=payload.redirect_uri,  # as sent, compared at the token endpoint
+                scope=oauth_request.scope,
+                resource=requested_resource(oauth_request),
+                nonce=payload.data.get("nonce"),
+                auth_time=session.get("auth_time") or int(time.time()),
+                code_challenge=payload.data.get("code_challenge"),
+                code_challenge_method=payload.data.get("code_challenge_method"),
+                expires_at=utcnow() + timedelta(seconds=CODE_TTL),
+            )
+        )
+        db.session.commit()
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        """Redeem a code at most once, atomically, even when requests race (RFC 6749 §4.1.2)."""
+        code_hash, now = sha256(code), utcnow()
+        redeemed = db.session.execute(
+            sa.update(AuthorizationCode)
+            .where(
+                AuthorizationCode.code_hash == code_hash,
+                AuthorizationCode.client_id == client.id,
+                AuthorizationCode.used_at.is_(None),
+                AuthorizationCode.expires_at > now,
+            )
+            .values(used_at=now)
+        ).rowcount
+        item = db.session.scalar(
+            sa.select(AuthorizationCode).where(
+                AuthorizationCode.code_hash == code_hash, AuthorizationCode.client_id == client.id
+            )
+        )
+        if not redeemed and item is not None and item.used_at is not None:
+            # A second redemption: revoke what the first one issued (RFC 9700 §4.5).
+            db.session.execute(
+                sa.update(Grant)
+                .where(Grant.authorization_code_id == item.id, Grant.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            log.warning("authorization code reused by client %s; grant revoked", client.client_id)
+        db.session.commit()
+        if not redeemed:
+            return None
+        g.token_resource = requested_resource(self.request, item.resource)
+        return item
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        pass  # kept, marked used, so that a replay is recognised and answered
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> Member | None:
+        return db.session.get(Member, authorization_code.member_id)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshToken | None:
+        client: Client = self.request.client
+        now = utcnow()
+        item = db.session.scalar(sa.select(RefreshToken).where(RefreshToken.token_hash == sha256(refresh_token)))
+        if item is None or item.grant.client_id != client.id:
+            return None
+        if item.grant.revoked_at or item.expires_at <= now:
+            return None
+        if client.is_public:
+            # Rotate (RFC 9700 §4.14.2): of racing uses exactly one wins; any replay of a
+            # rotated token revokes the whole grant.
+            rotated = db.session.execute(
+                sa.update(RefreshToken)
+                .where(RefreshToken.id == item.id, RefreshToken.rotated_at.is_(None))
+                .values(rotated_at=now)
+            ).rowcount
+            if not rotated:
+                revoke_grant(item.grant, "refresh token reused")
+                db.session.commit()
+                return None
+            db.session.commit()
+        g.token_resource = requested_resource(self.request, item.grant.resource)
+        return item
+
+    def authenticate_user(self, refresh_token: RefreshToken) -> Member | None:
+        return refresh_token.grant.member
+
+    def issue_token(self, user: Member, refresh_token: RefreshToken) -> dict[str, Any]:
+        scope = self.request.payload.scope or refresh_token.get_scope()
+        # Public clients get a new refresh token each time; confidential ones keep theirs.
+        return self.generate_token(user=user, scope=scope, include_refresh_token=self.request.client.is_public)
+
+    def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
+        if not self.request.client.is_public:  # a sliding lifetime for confidential clients
+            db.session.execute(
+                sa.update(RefreshToken)
+                .where(RefreshToken.id == refresh_token.id)
+                .values(expires_at=utcnow() + REFRESH_TOKEN_TTL)
+            )
+            db.session.commit()
+
+
+class OpenIDConnect(OpenIDCode):
+    """ID tokens (OpenID Connect Core §2), signed with the current database key."""
+
+    def exists_nonce(self, nonce: str, oauth_request: OAuth2Request) -> bool:
+        return False  # a nonce is the client's replay check; codes are single-use here
+
+    def resolve_client_private_key(self, client: Client) -> RSAKey:
+        return current_signing_key()
+
+    def get_encode_header(self, client: Client) -> dict[str, str]:
+        return {"alg": "RS256", "kid": current_signing_key().kid, "typ": "JWT"}
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return "RS256"
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        now = int(time.time())
+        return {"iss": issuer(), "aud": [client.client_id], "iat": now, "exp": now + ID_TOKEN_TTL}
+
+    def generate_user_info(self, user: Member, scope: str) -> dict[str, Any]:
+        return user_info(user, scope)
+
+
+def user_info(member: Member, scope: str) -> dict[str, Any]:
+    """The claims the granted scope allows (OpenID Connect Core §5.4)."""
+    scopes = scope_to_list(scope) or []
+    claims: dict[str, Any] = {"sub": str(member.id)}
+    if "profile" in scopes:
+        claims["name"] = member.name
+    if "email" in scopes:
+        claims["email"] = member.email
+    return claims
+
+
+def revoke_grant(grant: Grant, reason: str) -> None:
+    """Revoke a grant: every access and refresh token it issued stops working at once."""
+    db.session.execute(
+        sa.update(Grant).where(Grant.id == grant.id, Grant.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    log.warning("grant %s of client %s revoked: %s", grant.id, grant.client.client_id, reason)
+
+
+server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnect()])
+server.register_grant(RefreshTokenGrant)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. The authorization endpoint /idp and the consent page
+# ---------------------------------------------------------------------------------------------
+
+
+def authorization_request_problem(args: MultiDict[str, str]) -> str | None:
+    """Check client_id and redirect_uri before anything else; they decide whether an error may
+    be sent back to the client at all (RFC 6749 §4.1.2.1). Return what is wrong, or None."""
+    for name in ("client_id", "redirect_uri"):
+        if len(args.getlist(name)) > 1:
+            return f"The request has more than one {name}."
+    client_id = args.get("client_id")
+    if not client_id:
+        return "The request has no client_id, so we cannot tell which app is asking."
+    client = query_client(client_id)
+    if client is None:
+        return f"No app with the client_id “{client_id}” is registered here."
+    redirect_uri = args.get("redirect_uri")
+    if redirect_uri is None:
+        if client.get_default_redirect_uri() is None:
+            return f"{client.name} has several redirect URIs and the request names none."
+        return None
+    if not client.check_redirect_uri(redirect_uri):
+        return f"The redirect URI “{redirect_uri}” is not registered for {client.name}."
+    return None
+
+
+def consent_needed(client: Client, member: Member, scope: str) -> bool:
+    """First-party apps and scopes already consented to skip the consent page."""
+    if request.args.get("prompt") and "consent" in request.args["prompt"].split():
+        return True
+    if client.first_party:
+        return False
+    consent = db.session.scalar(
+        sa.select(Consent).where(Consent.member_id == member.id, Consent.client_id == client.id)
+    )
+    return consent is None or not set(scope_to_list(scope) or []) <= set(consent.scope.split())
+
+
+def remember_consent(client: Client, member: Member, scope: str) -> None:
+    consent = db.session.scalar(
+        sa.select(Consent).where(Consent.member_id == member.id, Consent.client_id == client.id)
+    )
+    if consent is None:
+        consent = Consent(member_id=member.id, client_id=client.id, scope="")
+        db.session.add(consent)
+    consent.scope = " ".join(sorted(set(consent.scope.split()) | set(scope.split())))
+    consent.granted_at = utcnow()
+    db.session.commit()
+
+
+@bp.route("/idp", methods=["GET", "POST"])
+def authorize() -> Any:
+    """The authorization endpoint: check the request, log the member in, ask for consent."""
+    problem = authorization_request_problem(request.args)
+    if problem:
+        return render_template("error.html", title="This sign-in link is not valid", message=problem), 400
+    member = current_user if current_user.is_authenticated else None
+    try:
+        grant = server.get_consent_grant(end_user=member)
+    except OAuth2Error as error:
+        if error.redirect_uri:
+            return server.handle_error_response(None, error)
+        return render_template(
+            "error.html", title="This sign-in link is not valid", message=error.get_error_description()
+        ), 400
+    if member is None:
+        return redirect(url_for("main.login", returnTo=request.full_path))
+    client, scope = grant.client, grant.request.scope
+    if request.method == "POST":
+        if request.form.get("decision") != "allow":
+            return server.create_authorization_response(grant=grant, grant_user=None)
+        remember_consent(client, member, scope)
+    elif consent_needed(client, member, scope):
+        if request.args.get("prompt") == "none":
+            error = ConsentRequiredError(redirect_uri=grant.redirect_uri, state=request.args.get("state"))
+            return server.handle_error_response(None, error)
+        return render_template(
+            "consent.html",
+            client=client,
+            redirect_host=urlsplit(grant.redirect_uri).netloc,
+            scopes=[(s, SCOPES[s]) for s in scope_to_list(scope) or []],
+            organization=member.organization,
+        )
+    return server.create_authorization_response(grant=grant, grant_user=member)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Token, revocation and introspection endpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def find_token(token_string: str, hint: str | None) -> AccessToken | RefreshToken | None:
+    """Find a token by its value whatever the hint says (RFC 7009 §2.1: the hint is a hint)."""
+    lookups = [find_refresh_token, find_access_token]
+    if hint == "access_token":
+        lookups.reverse()
+    for lookup in lookups:
+        if found := lookup(token_string):
+            return found
+    return None
+
+
+def find_refresh_token(token_string: str) -> RefreshToken | None:
+    return db.session.scalar(sa.select(RefreshToken).where(RefreshToken.token_hash == sha256(token_string)))
+
+
+def find_access_token(token_string: str) -> AccessToken | None:
+    claims = verify_jwt(token_string)
+    if claims is None:
+        return None
+    return db.session.scalar(sa.select(AccessToken).where(AccessToken.jti == claims.get("jti")))
+
+
+class Revocation(RevocationEndpoint):
+    """RFC 7009. Revoking a refresh token revokes its whole grant (§2.1)."""
+
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: AccessToken | RefreshToken, oauth_request: OAuth2Request) -> None:
+        if isinstance(token, RefreshToken):
+            revoke_grant(token.grant, "refresh token revoked by the client")
+        else:
+            token.revoked_at = utcnow()
+        db.session.commit()
+
+
+class Introspection(IntrospectionEndpoint):
+    """RFC 7662, for confidential clients, about their own tokens only."""
+
+    CLIENT_AUTH_METHODS = SECRET_AUTH_METHODS
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: Any, client: Client, oauth_request: OAuth2Request) -> bool:
+        return token.check_client(client)
+
+    def introspect_token(self, token: AccessToken | RefreshToken) -> dict[str, Any]:
+        grant = token.grant
+        claims = {
+            "client_id": grant.client.client_id,
+            "scope": token.get_scope(),
+            "sub": str(grant.member_id),
+            "exp": int(token.expires_at.replace(tzinfo=UTC).timestamp()),
+            "iss": issuer(),
+            "token_type": "Bearer" if isinstance(token, AccessToken) else "refresh_token",
+            "username": grant.member.email,
+        }
+        if isinstance(token, AccessToken):
+            claims["aud"] = grant.resource
+        return claims
+
+
+server.register_endpoint(Revocation)
+server.register_endpoint(Introspection)
+
+
+@bp.route("/oauth/token", methods=["POST"])
+@csrf.exempt
+def issue_token() -> Response:
+    """The token endpoint (RFC 6749 §3.2): authorization_code and refresh_token grants."""
+    return server.create_token_response()
+
+
+@bp.route("/oauth/revoke", methods=["POST"])
+@csrf.exempt
+def revoke_token() -> Response:
+    """Revoke an access or refresh token (RFC 7009)."""
+    return server.create_endpoint_response(Revocation.ENDPOINT_NAME)
+
+
+@bp.route("/oauth/introspect", methods=["POST"])
+@csrf.exempt
+def introspect_token() -> Response:
+    """Describe a token to the client it was issued to (RFC 7662)."""
+    return server.create_endpoint_response(Introspection.ENDPOINT_NAME)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Discovery: /.well-known metadata and the JWKS
+# ---------------------------------------------------------------------------------------------
+
+
+def server_metadata() -> dict[str, Any]:
+    """RFC 8414 and OpenID Connect Discovery metadata; both documents are this one."""
+    base = issuer()
+    return {
+        "issuer": base,
+        "authorization_endpoint": f"{base}/idp",
+        "token_endpoint": f"{base}/oauth/token",
+        "userinfo_endpoint": f"{base}/oauth/userinfo",
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "revocation_endpoint": f"{base}/oauth/revoke",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": SECRET_AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "email"],
+        "prompt_values_supported": ["none", "consent"],
+        "authorization_response_iss_parameter_supported": True,
+        "service_documentation": f"{base}/",
+    }
+
+
+@bp.route("/.well-known/openid-configuration")
+@bp.route("/.well-known/oauth-authorization-server")
+def metadata() -> Response:
+    """Authorization server metadata (RFC 8414 §3, OpenID Connect Discovery §4)."""
+    return jsonify(server_metadata())
+
+
+@bp.route("/.well-known/jwks.json")
+def jwks() -> Response:
+    """The public signing keys, the retired one included until it is removed."""
+    response = jsonify(load_keys().public.as_dict())
+    response.cache_control.max_age = 300
+    response.cache_control.public = True
+    return response
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. Resource server: bearer tokens, UserInfo and the todo REST API
+# ---------------------------------------------------------------------------------------------
+
+MAX_TOKEN_BYTES = 8192
+
+
+class BearerError(Exception):
+    """An RFC 6750 §3.1 error: ``error`` None means the request carried no token at all."""
+
+    def __init__(self, error: str | None, description: str = "", status: int = 401, scope: str = "") -> None:
+        super().__init__(description)
+        self.error, self.description, self.status, self.scope = error, description, status, scope
+
+
+@dataclass
+class Bearer:
+    """An access token that passed every check, and who it acts for."""
+
+    member: Member
+    client_id: str
+    scope: list[str]
+    claims: dict[str, Any]
+
+
+def verify_jwt(token: str, audience: str | None = None) -> dict[str, Any] | None:
+    """Verify one of our RFC 9068 access tokens: signature, typ, iss, exp, nbf and aud."""
+    if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+        return None
+    try:
+        header = b64url_json(token.split(".")[0])
+        if not isinstance(header, dict) or header.get("alg") != "RS256":
+            return None
+        if header.get("typ") not in ("at+jwt", "application/at+jwt"):  # RFC 9068 §4
+            return None
+        if header.keys() & {"jwk", "jku", "x5u", "x5c", "crit"}:
+            return None  # never take keys from the token itself
+        keys = load_keys()
+        if header.get("kid") not in keys.kids:
+            keys = load_keys(force=True)  # another host may have rotated the key
+        if header.get("kid") not in keys.kids:
+            return None
+        decoded = jwt.decode(token, keys.public, algorithms=["RS256"])
+        claims = dict(decoded.claims)
+        registry = jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": issuer()},
+            exp={"essential": True},
+            jti={"essential": True},
+            sub={"essential": True},
+        )
+        registry.validate(claims)
+    except (JoseError, ValueError, TypeError, UnicodeDecodeError):
+        return None
+    if audience is not None and audience not in as_list(claims.get("aud")):
+        return None
+    return claims
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def authenticate_bearer(audience: str, required_scope: str | None) -> Bearer:
+    """Check the Authorization header's bearer token for ``audience`` and ``required_scope``.
+
+    The token must verify, its record and grant must not be revoked, and the member must still
+    belong to the token's organization. The token is never read from the query string.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise BearerError(None, scope=required_scope or "")
+    claims = verify_jwt(token.strip(), audience)
+    if claims is None:
+        raise BearerError("invalid_token", "The access token is invalid or expired.", scope=required_scope or "")
+    row = db.session.execute(
+        sa.select(Member, Client.client_id)
+        .join(Grant, Grant.member_id == Member.id)
+        .join(AccessToken, AccessToken.grant_id == Grant.id)
+        .join(Client, Client.id == Grant.client_id)
+        .where(
+            AccessToken.jti == claims["jti"],
+            AccessToken.revoked_at.is_(None),
+            Grant.revoked_at.is_(None),
+            Member.organization_id == claims.get("org_id"),
+        )
+    ).first()
+    if row is None:
+        raise BearerError("invalid_token", "The access token was revoked.", scope=required_scope or "")
+    scopes = scope_to_list(claims.get("scope", "")) or []
+    if required_scope and required_scope not in scopes:
+        raise BearerError("insufficient_scope", f"This needs the {required_scope} scope.", 403, required_scope)
+    return Bearer(member=row[0], client_id=row[1], scope=scopes, claims=claims)
+
+
+def bearer_challenge(error: BearerError) -> str:
+    """The RFC 6750 §3 WWW-Authenticate value for an error."""
+    params = [f'realm="{issuer()}"']
+    if error.error:
+        params.append(f'error="{error.error}"')
+        if error.description:
+            params.append(f'error_description="{error.description}"')
+    if error.scope:
+        params.append(f'scope="{error.scope}"')
+    return "Bearer " + ", ".join(params)
+
+
+def bearer_error_response(error: BearerError) -> Response:
+    body = {"error": error.error or "invalid_token", "message": error.description or "Send an access token."}
+    response = jsonify(body)
+    response.status_code = error.status
+    response.headers["WWW-Authenticate"] = bearer_challenge(error)
+    return response
+
+
+def require_token(scope: str | None, audience: Callable[[], str] = api_resource) -> Callable[..., Any]:
+    """View decorator: the request needs a bearer token for ``audience`` with ``scope``."""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                g.bearer = authenticate_bearer(audience(), scope)
+            except BearerError as error:
+                return bearer_error_response(error)
+            try:
+                return view(*args, **kwargs)
+            except TodoError as error:
+                body = {"error": "not_found" if error.status == 404 else "invalid_request", "message": error.message}
+                if error.field:
+                    body["field"] = error.field
+                return jsonify(body), error.status
+
+        return csrf.exempt(wrapped)
+
+    return decorator
+
+
+@bp.route("/oauth/userinfo", methods=["GET", "POST"])
+@require_token("openid")
+def userinfo() -> Response:
+    """OpenID Connect UserInfo (Core §5.3): the claims the token's scope allows."""
+    bearer: Bearer = g.bearer
+    return jsonify(user_info(bearer.member, " ".join(bearer.scope)))
+
+
+def json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise TodoError("The body must be a JSON object.", status=400)
+    return data
+
+
+def parse_completed(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value in ("true", "false"):
+        return value == "true"
+    raise TodoError("completed must be true or false.", "completed", 400)
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None:
+        return PAGE_DEFAULT
+    if not value.isdigit():
+        raise TodoError(f"limit must be a number between 1 and {PAGE_MAX}.", "limit", 400)
+    return int(value)
+
+
+@bp.route("/api/me")
+@require_token("todos:read")
+def api_me() -> Response:
+    """Get the member and organization.
+    ---
+    get:
+      operationId: getMe
+      summary: Get the signed-in member and their organization.
+      x-openai-isConsequential: false
+      responses:
+        "200":
+          description: The member the token acts for.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Me"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+    """
+    member: Member = g.bearer.member
+    return jsonify(
+        {
+            "id": member.id,
+            "name": member.name,
+            "email": member.email,
+            "role": member.role,
+            "organization": {
+                "id": member.organization.id,
+                "name": member.organization.name,
+                "slug": member.organization.slug,
+            },
+        }
+    )
+
+
+@bp.route("/api/todos", methods=["GET"])
+@require_token("todos:read")
+def api_list_todos() -> Response:
+    """List todos.
+    ---
+    get:
+      operationId: listTodos
+      summary: List the organization's todos, newest first, one page at a time.
+      description: Pass next_cursor back as cursor to get the next page. Filter with completed.
+      x-openai-isConsequential: false
+      parameters:
+        - name: completed
+          in: query
+          required: false
+          description: Only completed (true) or open (false) todos.
+          schema: {type: boolean}
+        - name: limit
+          in: query
+          required: false
+          description: How many todos per page, from 1 to 100.
+          schema: {type: integer, minimum: 1, maximum: 100, default: 20}
+        - name: cursor
+          in: query
+          required: false
+          description: The next_cursor of the previous page.
+          schema: {type: string}
+      responses:
+        "200":
+          description: A page of todos.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/TodoPage"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+    """
+    args = request.args
+    page, next_cursor = list_todos(
+        g.bearer.member, parse_completed(args.get("completed")), parse_limit(args.get("limit")), args.get("cursor")
+    )
+    return jsonify({"todos": [todo_json(t) for t in page], "next_cursor": next_cursor})
+
+
+@bp.route("/api/todos", methods=["POST"])
+@require_token("todos:write")
+def api_create_todo() -> tuple[Response, int]:
+    """Create a todo.
+    ---
+    post:
+      operationId: createTodo
+      summary: Create a todo in the organization.
+      x-openai-isConsequential: false
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/TodoCreate"}
+      responses:
+        "201":
+          description: The new todo.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Todo"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "422": {$ref: "#/components/responses/Invalid"}
+    """
+    todo = create_todo(g.bearer.member, json_body())
+    return jsonify(todo_json(todo)), 201
+
+
+@bp.route("/api/todos/<int:todo_id>", methods=["GET"])
+@require_token("todos:read")
+def api_get_todo(todo_id: int) -> Response:
+    """Get a todo.
+    ---
+    get:
+      operationId: getTodo
+      summary: Get one todo by id.
+      x-openai-isConsequential: false
+      parameters:
+        - {$ref: "#/components/parameters/TodoId"}
+      responses:
+        "200":
+          description: The todo.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Todo"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    """
+    return jsonify(todo_json(get_todo(g.bearer.member, todo_id)))
+
+
+@bp.route("/api/todos/<int:todo_id>", methods=["PATCH"])
+@require_token("todos:write")
+def api_update_todo(todo_id: int) -> Response:
+    """Update a todo.
+    ---
+    patch:
+      operationId: updateTodo
+      summary: Change a todo's title, notes, due date or completion. Send only what changes.
+      x-openai-isConsequential: false
+      parameters:
+        - {$ref: "#/components/parameters/TodoId"}
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/TodoUpdate"}
+      responses:
+        "200":
+          description: The updated todo.
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/Todo"}
+        "400": {$ref: "#/components/responses/BadRequest"}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+        "422": {$ref: "#/components/responses/Invalid"}
+    """
+    return jsonify(todo_json(update_todo(g.bearer.member, todo_id, json_body())))
+
+
+@bp.route("/api/todos/<int:todo_id>", methods=["DELETE"])
+@require_token("todos:write")
+def api_delete_todo(todo_id: int) -> tuple[str, int]:
+    """Delete a todo.
+    ---
+    delete:
+      operationId: deleteTodo
+      summary: Delete a todo for good.
+      x-openai-isConsequential: true
+      parameters:
+        - {$ref: "#/components/parameters/TodoId"}
+      responses:
+        "204": {description: The todo was deleted.}
+        "401": {$ref: "#/components/responses/Unauthorized"}
+        "403": {$ref: "#/components/responses/Forbidden"}
+        "404": {$ref: "#/components/responses/NotFound"}
+    """
+    delete_todo(g.bearer.member, todo_id)
+    return "", 204
+
+
+# ---------------------------------------------------------------------------------------------
+# 12. openapi.yaml, generated from the views with apispec
+# ---------------------------------------------------------------------------------------------
+
+OPENAPI_BASE_URL = "http://127.0.0.1:5000"  # the committed file's; /openapi.yaml uses the real one
+API_VIEWS = [api_me, api_list_todos, api_create_todo, api_get_todo, api_update_todo, api_delete_todo]
+
+TODO_PROPERTIES = {
+    "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX, "description": "What to do."},
+    "notes": {"type": "string", "maxLength": NOTES_MAX, "description": "Details, may be empty."},
+    "completed": {"type": "boolean", "description": "Whether it is done."},
+    "due_date": {"type": ["string", "null"], "format": "date", "description": "Due date, YYYY-MM-DD."},
+}
+
+
+def error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi_spec(base_url: str) -> dict[str, Any]:
+    """Build the OpenAPI 3.1 document of the todo API from the views' docstrings."""
+    spec = APISpec(
+        title="Connected Todos API",
+        version="1.0.0",
+        openapi_version="3.1.0",
+        info={"description": "Read and manage the todos of the member's organization."},
+        servers=[{"url": base_url}],
+    )
+    spec.components.security_scheme(
+        "oauth2",
+        {
+            "type": "oauth2",
+            "flows": {
+                "authorizationCode": {
+                    "authorizationUrl": f"{base_url}/idp",
+                    "tokenUrl": f"{base_url}/oauth/token",
+                    "refreshUrl": f"{base_url}/oauth/token",
+                    "scopes": SCOPES,
+                }
+            },
+        },
+    )
+    spec.components.schema(
+        "Todo",
+        {
+            "type": "object",
+            "required": ["id", "title", "notes", "completed", "due_date", "created_at", "updated_at", "created_by"],
+            "properties": {
+                "id": {"type": "integer"},
+                **TODO_PROPERTIES,
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+                "created_by": {
+                    "type": ["object", "null"],
+                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+                },
+            },
+        },
+    )
+    spec.components.schema(
+        "TodoCreate",
+        {"type": "object", "required": ["title"], "properties": TODO_PROPERTIES, "additionalProperties": False},
+    )
+    spec.components.schema(
+        "TodoUpdate", {"type": "object", "properties": TODO_PROPERTIES, "additionalProperties": False}
+    )
+    spec.components.schema(
+        "TodoPage",
+        {
+            "type": "object",
+            "required": ["todos", "next_cursor"],
+            "properties": {
+                "todos": {"type": "array", "items": {"$ref": "#/components/schemas/Todo"}},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "Pass as cursor for the next page; null at the end.",
+                },
+            },
+        },
+    )
+    spec.components.schema(
+        "Me",
+        {
+            "type": "object",
+            "required": ["id", "name", "email", "role", "organization"],
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "email": {"type": "string"},
+                "role": {"type": "string", "enum": ["admin", "member"]},
+                "organization": {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "slug": {"type": "string"}},
+                },
+            },
+        },
+    )
+    spec.components.schema(
+        "Error",
+        {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "The input that was wrong."},
+            },
+        },
+    )
+    spec.components.parameter(
+        "TodoId",
+        "path",
+        {"name": "todo_id", "required": True, "schema": {"type": "integer"}, "description": "The todo's id."},
+    )
+    for name, text in [
+        ("BadRequest", "The request is malformed."),
+        ("Unauthorized", "The access token is missing, invalid or revoked."),
+        ("Forbidden", "The access token lacks the scope."),
+        ("NotFound", "There is no such todo."),
+        ("Invalid", "A field is invalid; the body names it."),
+    ]:
+        spec.components.response(name, error_response(text))
+    scope_of = {"todos:read": ["todos:read"], "todos:write": ["todos:write"]}
+    for view in API_VIEWS:
+        rule = next(r for r in current_app.url_map.iter_rules() if r.endpoint == f"main.{view.__name__}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        operations = load_operations_from_docstring(view.__doc__)
+        scope = "todos:write" if rule.methods & {"POST", "PATCH", "DELETE"} else "todos:read"
+        for operation in operations.values():
+            operation["security"] = [{"oauth2": scope_of[scope]}]
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+def openapi_yaml(base_url: str) -> str:
+    return yaml.safe_dump(openapi_spec(base_url), sort_keys=False, allow_unicode=True)
+
+
+@bp.route("/openapi.yaml")
+def openapi_document() -> Response:
+    """The OpenAPI document, with this deployment's own URL, for the GPT builder to import."""
+    return Response(openapi_yaml(issuer()), mimetype="application/yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. CLI commands
+# ---------------------------------------------------------------------------------------------
+
+cli = AppGroup("commands", help="Connected Todos commands.")
+
+
+def register_client(
+    name: str, redirect_uris: list[str], public: bool, first_party: bool, scope: str
+) -> tuple[Client, str | None]:
+    """Create a client; return it and its secret, which is stored only as a hash."""
+    for uri in redirect_uris:
+        if problem := check_uri(uri):
+            raise click.BadParameter(f"{uri} {problem}", param_hint="--redirect-uri")
+    scope = normalize_scope(scope)
+    if not scope or not set(scope.split()) <= set(SCOPES):
+        raise click.BadParameter(f"use scopes from: {' '.join(SCOPES)}", param_hint="--scope")
+    secret = None if public else secrets.token_urlsafe(32)
+    client = Client(
+        client_id=secrets.token_urlsafe(18),
+        client_secret_hash=sha256(secret) if secret else None,
+        name=name,
+        first_party=first_party,
+        redirect_uris=redirect_uris,
+        scope=scope,
+    )
+    db.session.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def get_client_or_fail(client_id: str) -> Client:
+    client = query_client(client_id)
+    if client is None:
+        raise click.ClickException(f"No client with client_id {client_id}.")
+    return client
+
+
+@cli.command("create-client")
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
+@click.option("--public", is_flag=True, help="A public client: no secret, PKCE required.")
+@click.option("--first-party", is_flag=True, help="A first-party client: no consent page.")
+@click.option("--scope", default=DEFAULT_CLIENT_SCOPE, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def create_client_command(
+    name: str, redirect_uris: tuple[str, ...], public: bool, first_party: bool, scope: str, as_json: bool
+) -> None:
+    """Register a connected app and print its client_id (and secret, once)."""
+    client, secret = register_client(name, list(redirect_uris), public, first_party, scope)
+    result = {"client_id": client.client_id}
+    if secret:
+        result["client_secret"] = secret
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"client_id:     {client.client_id}")
+    if secret:
+        click.echo(f"client_secret: {secret}")
+        click.echo("The secret is shown only now; it is stored as a hash.")
+
+
+@cli.command("list-clients")
+def list_clients_command() -> None:
+    """List the connected apps."""
+    for client in db.session.scalars(sa.select(Client).order_by(Client.id)):
+        click.echo(f"{client.client_id}  {client.name}  ({client.client_type})  {' '.join(client.redirect_uris)}")
+
+
+@cli.command("rotate-client-secret")
+@click.argument("client_id")
+def rotate_client_secret_command(client_id: str) -> None:
+    """Give a confidential client a new secret; the old one stops working."""
+    client = get_client_or_fail(client_id)
+    if client.is_public:
+        raise click.ClickException("A public client has no secret.")
+    secret = secrets.token_urlsafe(32)
+    client.client_secret_hash = sha256(secret)
+    db.session.commit()
+    click.echo(f"client_secret: {secret}")
+
+
+@cli.command("add-redirect-uri")
+@click.argument("client_id")
+@click.argument("uri")
+def add_redirect_uri_command(client_id: str, uri: str) -> None:
+    """Register another redirect URI for a client."""
+    client = get_client_or_fail(client_id)
+    if problem := check_uri(uri):
+        raise click.ClickException(f"{uri} {problem}.")
+    if uri not in client.redirect_uris:
+        client.redirect_uris = [*client.redirect_uris, uri]
+        db.session.commit()
+    click.echo(f"{client.name} redirect URIs: {' '.join(client.redirect_uris)}")
+
+
+@cli.command("create-org")
+@click.option("--name", required=True)
+@click.option("--slug")
+def create_org_command(name: str, slug: str | None) -> None:
+    """Create an organization."""
+    org = create_organization(name, slug)
+    db.session.commit()
+    click.echo(org.slug)
+
+
+@cli.command("create-member")
+@click.option("--org", "slug", required=True)
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--name")
+@click.option("--role", type=click.Choice(["admin", "member"]), default="member")
+def create_member_command(slug: str, email: str, password: str, name: str | None, role: str) -> None:
+    """Add a member to an organization."""
+    org = db.session.scalar(sa.select(Organization).where(Organization.slug == slug))
+    if org is None:
+        raise click.ClickException(f"No organization with slug {slug}.")
+    if problem := member_form_error(email.lower(), name or email, password):
+        raise click.ClickException(problem)
+    try:
+        member = create_member(org, email, name or email.split("@")[0], password, role)
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        raise click.ClickException(f"{email} is already a member of {slug}.") from None
+    click.echo(f"{member.email} is a{'n' if role == 'admin' else ''} {role} of {org.slug}")
+
+
+@cli.command("rotate-keys")
+def rotate_keys_command() -> None:
+    """Sign with a new key; the previous one stays published so that its tokens still verify."""
+    row = rotate_signing_key()
+    click.echo(f"New signing key: {row.kid}")
+
+
+@cli.command("openapi")
+@click.option("--output", default="openapi.yaml", show_default=True)
+def openapi_command(output: str) -> None:
+    """Write openapi.yaml from the API views."""
+    with open(output, "w") as f:
+        f.write(openapi_yaml(OPENAPI_BASE_URL))
+    click.echo(f"Wrote {output}")
+
+
+def seed_demo() -> None:
+    """On an empty database, create a demo organization and admin and say how to connect."""
+    if db.session.scalar(sa.select(Organization.id).limit(1)):
+        return
+    password = secrets.token_urlsafe(12)
+    try:
+        org = create_organization("Demo Organization", "demo")
+        create_member(org, "admin@example.com", "Demo Admin", password, "admin")
+        db.session.add(Todo(organization_id=org.id, title="Connect an AI agent to Connected Todos"))
+        db.session.commit()
+    except sa.exc.IntegrityError:  # another worker seeded it first
+        db.session.rollback()
+        return
+    click.echo(
+        "\n  Demo organization created.\n"
+        "  Log in at /login as admin@example.com with the password: " + password + "\n"
+        "  Register a GPT with: flask --app app create-client --name ChatGPT "
+        "--redirect-uri https://chat.openai.com/aip/<callback-id>/oauth/callback\n",
+        err=True,
+    )
+
+
+app = create_app()

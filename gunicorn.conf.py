@@ -1,0 +1,18 @@
+"""gunicorn settings; gunicorn reads this file from the working directory by itself."""
+
+import multiprocessing
+import os
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count() * 2, 8)))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Create the app once, in the master: tables, signing key and demo data are made a single time.
+preload_app = True
+# Production refuses to start without SECRET_KEY (see app.secret_key).
+raw_env = ["APP_ENV=production"]
+# Trust X-Forwarded-* from the platform's TLS proxy; ProxyFix in the app reads them.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+accesslog = "-"
