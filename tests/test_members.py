@@ -1,0 +1,173 @@
+"""Members on the web: sign-up, login, organization choice, returnTo, logout, cookies, CSRF."""
+
+import re
+
+import pytest
+import requests
+from conftest import PASSWORD
+from conftest import Person
+from conftest import csrf_of
+
+
+def signup(base_url: str, email: str, org_name: str = "Acme") -> Person:
+    person = Person(base_url, email)
+    page = person.get("/signup")
+    response = person.post(
+        "/signup",
+        {"csrf_token": csrf_of(page.text), "organization": org_name, "name": "Sam", "email": email, "password": PASSWORD},
+    )
+    assert response.status_code == 302 and response.headers["Location"] == "/todos"
+    return person
+
+
+def test_signup_creates_an_organization_and_its_admin(base_url):
+    person = signup(base_url, "founder@signup.test", "Founders Inc")
+    page = person.get("/todos")
+    assert page.status_code == 200 and "Founders Inc todos" in page.text
+    assert person.get("/members").status_code == 200  # the first member is an admin
+
+
+def test_signup_rejects_a_short_password(base_url):
+    person = Person(base_url, "short@signup.test")
+    page = person.get("/signup")
+    data = {"csrf_token": csrf_of(page.text), "organization": "X", "name": "X", "email": "short@signup.test"}
+    response = person.post("/signup", {**data, "password": "short"})
+    assert response.status_code == 200 and "at least 8 characters" in response.text
+
+
+def test_login_lands_on_todos(base_url, org):
+    response = Person(base_url, org.member_email).login()
+    assert response.status_code == 302 and response.headers["Location"] == "/todos"
+
+
+@pytest.mark.parametrize("email_kind", ["known", "unknown"])
+def test_login_failure_does_not_say_whether_the_email_exists(base_url, org, email_kind):
+    email = org.member_email if email_kind == "known" else "nobody@nowhere.test"
+    person = Person(base_url, email, password="wrong password")
+    response = person.login()
+    assert response.status_code == 200
+    assert "That email and password do not match a member." in response.text
+
+
+def test_an_email_in_two_organizations_chooses_after_the_password(base_url, world):
+    first, second = world.org(), world.org()
+    shared = "shared@two-orgs.test"
+    from app import Organization
+    from app import create_member
+    from app import db
+
+    with world.app.app_context():
+        for org in (first, second):
+            create_member(db.session.get(Organization, org.id), shared, "Shared", PASSWORD, "member")
+        db.session.commit()
+    person = Person(base_url, shared)
+    response = person.login(return_to="/todos?show=open")
+    assert response.headers["Location"].startswith("/login/organization")
+    chooser = person.get(response.headers["Location"])
+    assert f"Org {first.slug.removeprefix('org-')}" in chooser.text
+    member_ids = re.findall(r'name="member_id" value="(\d+)"', chooser.text)
+    assert len(member_ids) == 2
+    chosen = person.post(
+        response.headers["Location"],
+        {"csrf_token": csrf_of(chooser.text), "member_id": member_ids[1], "returnTo": "/todos?show=open"},
+    )
+    assert chosen.headers["Location"] == "/todos?show=open"
+    assert f"Org {second.slug.removeprefix('org-')} todos" in person.get("/todos").text
+
+
+def test_the_organization_chooser_needs_the_password_first(base_url):
+    assert Person(base_url, "x@y.test").get("/login/organization").headers["Location"] == "/login"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.test/",
+        "/\\evil.test/",
+        "\\\\evil.test",
+        "https://evil.test/",
+        "javascript:alert(1)",
+        "/%2F%2Fevil.test/",
+        "/%252F%252Fevil.test/",
+        "/%5Cevil.test",
+        "/\t/evil.test",
+        "%2F%2Fevil.test",
+        "evil.test",
+    ],
+)
+def test_login_ignores_a_returnto_that_is_not_a_same_origin_path(base_url, org, target):
+    response = Person(base_url, org.member_email).login(return_to=target)
+    assert response.headers["Location"] == "/todos"
+
+
+def test_login_follows_next_and_returnto_paths(base_url, org):
+    person = Person(base_url, org.member_email)
+    page = person.get("/login?next=/members")
+    data = {"csrf_token": csrf_of(page.text), "email": org.member_email, "password": PASSWORD}
+    assert person.post("/login?next=/members", data).headers["Location"] == "/members"
+    assert Person(base_url, org.member_email).login("/idp?a=1&b=%2F").headers["Location"] == "/idp?a=1&b=%2F"
+
+
+def test_login_starts_a_new_session(base_url, org):
+    person = Person(base_url, org.member_email)
+    person.get("/login")
+    before = person.http.cookies.get("session")
+    person.login()
+    after = person.http.cookies.get("session")
+    assert before and after and before != after
+    # The pre-login session cannot be replayed to act as the member.
+    stale = requests.get(f"{base_url}/todos", cookies={"session": before}, allow_redirects=False)
+    assert stale.status_code == 302
+
+
+def test_logout_is_a_post_with_csrf(base_url, org):
+    person = Person(base_url, org.member_email)
+    person.login()
+    assert person.get("/logout").status_code == 405
+    assert person.post("/logout", {}).status_code == 400  # no CSRF token
+    page = person.get("/todos")
+    assert person.post("/logout", {"csrf_token": csrf_of(page.text)}).status_code == 302
+    assert person.get("/todos").status_code == 302
+
+
+def test_session_cookie_is_httponly_and_lax(base_url):
+    response = requests.get(f"{base_url}/login")
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+
+
+def test_session_cookie_is_secure_over_https_behind_a_proxy(base_url):
+    response = requests.get(f"{base_url}/login", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("path", ["/login", "/signup", "/todos", "/members"])
+def test_state_changing_forms_need_a_csrf_token(base_url, org, path):
+    person = Person(base_url, org.admin_email)
+    person.login()
+    response = person.post(path, {"email": org.admin_email, "password": PASSWORD, "title": "x"})
+    assert response.status_code == 400 and "The form expired" in response.text
+
+
+def test_an_admin_adds_a_member_who_can_then_log_in(base_url, org):
+    admin = Person(base_url, org.admin_email)
+    admin.login()
+    page = admin.get("/members")
+    data = {"csrf_token": csrf_of(page.text), "name": "New", "email": "new@added.test", "password": PASSWORD}
+    response = admin.post("/members", {**data, "role": "member"})
+    assert response.status_code == 302
+    assert "new@added.test" in admin.get("/members").text
+    assert Person(base_url, "new@added.test").login().headers["Location"] == "/todos"
+    again = admin.post("/members", {**data, "csrf_token": csrf_of(admin.get("/members").text), "role": "member"})
+    assert "already a member" in again.text
+
+
+def test_a_member_who_is_not_an_admin_cannot_add_members(base_url, org):
+    person = Person(base_url, org.member_email)
+    person.login()
+    assert person.get("/members").status_code == 403
+
+
+def test_pages_that_need_login_redirect_to_it(base_url):
+    response = requests.get(f"{base_url}/todos", allow_redirects=False)
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
