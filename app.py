@@ -1890,7 +1890,7 @@ def api_get_todo(todo_id: int) -> Response:
       summary: Get one todo by id.
       x-openai-isConsequential: false
       parameters:
-        - {$ref: "#/components/parameters/TodoId"}
+        - TodoId
       responses:
         "200":
           description: The todo.
@@ -1914,7 +1914,7 @@ def api_update_todo(todo_id: int) -> Response:
       summary: Change a todo's title, notes, due date or completion. Send only what changes.
       x-openai-isConsequential: false
       parameters:
-        - {$ref: "#/components/parameters/TodoId"}
+        - TodoId
       requestBody:
         required: true
         content:
@@ -1945,7 +1945,7 @@ def api_delete_todo(todo_id: int) -> tuple[str, int]:
       summary: Delete a todo for good.
       x-openai-isConsequential: true
       parameters:
-        - {$ref: "#/components/parameters/TodoId"}
+        - TodoId
       responses:
         "204": {description: The todo was deleted.}
         "401": {$ref: "#/components/responses/Unauthorized"}

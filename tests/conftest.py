@@ -42,6 +42,7 @@ def app():
     with flask_app.app_context():
         db.drop_all()
         db.create_all()
+        todo_app.KEY_CACHES.clear()  # the keys parsed at import belong to the dropped tables
         todo_app.current_signing_key()
     return flask_app
 

@@ -10,7 +10,6 @@ import requests
 from conftest import GPT_CALLBACK
 from conftest import Person
 from conftest import callback_params
-from conftest import csrf_of
 from conftest import exchange
 from conftest import gpt_params
 from conftest import pkce_pair
@@ -84,7 +83,7 @@ def test_repeated_client_id_gets_an_error_page(base_url, gpt):
 @pytest.mark.parametrize("port", ["", ":1", ":51004"])
 def test_a_loopback_redirect_uri_matches_on_any_port(base_url, org, world, port):
     client = world.client(redirect_uris=("http://127.0.0.1/callback",), public=True)
-    verifier, challenge = pkce_pair()
+    _verifier, challenge = pkce_pair()
     params = gpt_params(client, redirect_uri=f"http://127.0.0.1{port}/callback", code_challenge=challenge)
     params["code_challenge_method"] = "S256"
     response = Person(base_url, org.admin_email).authorize(params)
@@ -123,8 +122,15 @@ def test_consent_page_names_the_client_host_organization_and_scopes(base_url, or
     person = Person(base_url, org.admin_email)
     page = person.authorize(gpt_params(gpt), decision=None)
     assert page.status_code == 200
-    for text in ("ChatGPT", "chat.openai.com", f"Org {org.slug.removeprefix('org-')}", "See your email address",
-                 "See your organization&#39;s todos", 'name="decision" value="allow"', 'name="decision" value="deny"'):
+    for text in (
+        "ChatGPT",
+        "chat.openai.com",
+        f"Org {org.slug.removeprefix('org-')}",
+        "See your email address",
+        "See your organization&#39;s todos",
+        'name="decision" value="allow"',
+        'name="decision" value="deny"',
+    ):
         assert text in page.text
 
 

@@ -14,7 +14,13 @@ def signup(base_url: str, email: str, org_name: str = "Acme") -> Person:
     page = person.get("/signup")
     response = person.post(
         "/signup",
-        {"csrf_token": csrf_of(page.text), "organization": org_name, "name": "Sam", "email": email, "password": PASSWORD},
+        {
+            "csrf_token": csrf_of(page.text),
+            "organization": org_name,
+            "name": "Sam",
+            "email": email,
+            "password": PASSWORD,
+        },
     )
     assert response.status_code == 302 and response.headers["Location"] == "/todos"
     return person

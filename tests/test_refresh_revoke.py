@@ -51,14 +51,17 @@ def test_confidential_refresh_slides_the_lifetime(base_url, gpt, tokens, world):
     soon = utcnow() + timedelta(days=1)
     world.sql(sa.text("UPDATE refresh_token SET expires_at = :soon"), soon=soon)
     assert refresh(base_url, gpt, tokens["refresh_token"]).status_code == 200
-    row = world.sql(sa.text("SELECT expires_at FROM refresh_token WHERE token_hash = :h"),
-                    h=sha256(tokens["refresh_token"])).scalar()
+    row = world.sql(
+        sa.text("SELECT expires_at FROM refresh_token WHERE token_hash = :h"), h=sha256(tokens["refresh_token"])
+    ).scalar()
     expires_at = row if isinstance(row, datetime) else datetime.fromisoformat(row)
     assert expires_at > utcnow() + timedelta(days=89)
 
 
 def test_a_refresh_can_narrow_but_never_widen_the_scope(base_url, org, gpt):
-    code = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt, scope="openid todos:read")))["code"]
+    code = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt, scope="openid todos:read")))[
+        "code"
+    ]
     body = exchange(base_url, gpt, code).json()
     wider = refresh(base_url, gpt, body["refresh_token"], scope="openid todos:read todos:write")
     assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
@@ -109,14 +112,17 @@ def test_revoking_an_access_token_with_basic_auth_and_a_wrong_hint(base_url, gpt
 
 
 def test_revoking_an_unknown_token_answers_200(base_url, gpt):
-    response = requests.post(f"{base_url}/oauth/revoke", data={"token": "not-a-token"}, auth=(gpt.client_id, gpt.client_secret))
+    response = requests.post(
+        f"{base_url}/oauth/revoke", data={"token": "not-a-token"}, auth=(gpt.client_id, gpt.client_secret)
+    )
     assert response.status_code == 200
 
 
 def test_a_client_cannot_revoke_another_clients_token(base_url, world, tokens):
     other = world.client(name="Other")
-    response = requests.post(f"{base_url}/oauth/revoke", data={"token": tokens["refresh_token"]},
-                             auth=(other.client_id, other.client_secret))
+    response = requests.post(
+        f"{base_url}/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=(other.client_id, other.client_secret)
+    )
     assert response.status_code == 400
     assert api_status(base_url, tokens["access_token"]) == 200
 
@@ -129,14 +135,17 @@ def test_revocation_needs_client_authentication(base_url, tokens):
 
 def test_a_public_client_revokes_its_own_refresh_token(base_url, org, world):
     client, body = public_tokens(base_url, org, world)
-    response = requests.post(f"{base_url}/oauth/revoke", data={"token": body["refresh_token"], "client_id": client.client_id})
+    response = requests.post(
+        f"{base_url}/oauth/revoke", data={"token": body["refresh_token"], "client_id": client.client_id}
+    )
     assert response.status_code == 200
     assert api_status(base_url, body["access_token"]) == 401
 
 
 def introspect(base_url, client, token, **extra):
-    return requests.post(f"{base_url}/oauth/introspect", data={"token": token, **extra},
-                         auth=(client.client_id, client.client_secret))
+    return requests.post(
+        f"{base_url}/oauth/introspect", data={"token": token, **extra}, auth=(client.client_id, client.client_secret)
+    )
 
 
 def test_introspection_describes_the_clients_own_tokens(base_url, org, gpt, tokens):
@@ -151,7 +160,9 @@ def test_introspection_of_another_clients_or_a_revoked_token_is_inactive(base_ur
     other = world.client(name="Other")
     assert introspect(base_url, other, tokens["access_token"]).json() == {"active": False}
     assert introspect(base_url, gpt, "garbage").json() == {"active": False}
-    requests.post(f"{base_url}/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=(gpt.client_id, gpt.client_secret))
+    requests.post(
+        f"{base_url}/oauth/revoke", data={"token": tokens["refresh_token"]}, auth=(gpt.client_id, gpt.client_secret)
+    )
     assert introspect(base_url, gpt, tokens["access_token"]).json() == {"active": False}
 
 

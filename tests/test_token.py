@@ -52,7 +52,9 @@ def test_gpt_action_journey(base_url, org, gpt, style):
     listed = requests.get(f"{base_url}/api/todos", headers=headers).json()
     assert created.json()["id"] in [t["id"] for t in listed["todos"]]
 
-    refreshed = token_request(base_url, gpt, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}, style)
+    refreshed = token_request(
+        base_url, gpt, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]}, style
+    )
     assert refreshed.status_code == 200, refreshed.text
     assert requests.get(f"{base_url}/api/me", headers=bearer(refreshed.json()["access_token"])).status_code == 200
 
@@ -72,8 +74,13 @@ def test_gpt_action_journey(base_url, org, gpt, style):
 
 def test_a_json_token_request_body_is_accepted(base_url, org, gpt):
     code = new_code(base_url, org, gpt)
-    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": gpt.redirect_uri,
-            "client_id": gpt.client_id, "client_secret": gpt.client_secret}
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": gpt.redirect_uri,
+        "client_id": gpt.client_id,
+        "client_secret": gpt.client_secret,
+    }
     response = requests.post(f"{base_url}/oauth/token", json=data)
     assert response.status_code == 200, response.text
 
@@ -168,8 +175,15 @@ def test_a_code_is_bound_to_its_client(base_url, org, gpt, world):
 
 def test_a_code_is_bound_to_its_redirect_uri(base_url, org, gpt):
     code = new_code(base_url, org, gpt)
-    response = token_request(base_url, gpt, {"grant_type": "authorization_code", "code": code,
-                                             "redirect_uri": "https://chatgpt.com/aip/g-other/oauth/callback"})
+    response = token_request(
+        base_url,
+        gpt,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "https://chatgpt.com/aip/g-other/oauth/callback",
+        },
+    )
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
 
 

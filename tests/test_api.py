@@ -1,0 +1,171 @@
+"""The todo REST API: bearer tokens (RFC 6750), scopes, validation, pagination, isolation."""
+
+import pytest
+import requests
+import sqlalchemy as sa
+from conftest import Person
+from conftest import bearer
+from conftest import callback_params
+from conftest import exchange
+from conftest import gpt_params
+
+
+def token_for(base_url, email, client, scope="openid todos:read todos:write") -> str:
+    code = callback_params(Person(base_url, email).authorize(gpt_params(client, scope=scope)))["code"]
+    return exchange(base_url, client, code).json()["access_token"]
+
+
+def api(base_url, method, path, token, **kwargs) -> requests.Response:
+    return requests.request(method, f"{base_url}/api{path}", headers=bearer(token), **kwargs)
+
+
+def test_me_names_the_member_and_organization(base_url, org, tokens):
+    me = api(base_url, "GET", "/me", tokens["access_token"]).json()
+    assert me["email"] == org.admin_email and me["role"] == "admin"
+    assert me["organization"] == {"id": org.id, "name": f"Org {org.slug.removeprefix('org-')}", "slug": org.slug}
+
+
+def test_create_read_update_delete(base_url, tokens):
+    token = tokens["access_token"]
+    created = api(
+        base_url, "POST", "/todos", token, json={"title": "  Ship it  ", "notes": "n", "due_date": "2026-12-24"}
+    )
+    assert created.status_code == 201
+    todo = created.json()
+    assert todo["title"] == "Ship it" and todo["due_date"] == "2026-12-24" and todo["completed"] is False
+    assert todo["created_by"]["name"] == "Ada Admin" and todo["created_at"].endswith("Z")
+    assert set(todo) == {"id", "title", "notes", "completed", "due_date", "created_at", "updated_at", "created_by"}
+    assert api(base_url, "GET", f"/todos/{todo['id']}", token).json() == todo
+    patched = api(base_url, "PATCH", f"/todos/{todo['id']}", token, json={"completed": True, "due_date": None}).json()
+    assert patched["completed"] is True and patched["due_date"] is None and patched["title"] == "Ship it"
+    assert api(base_url, "DELETE", f"/todos/{todo['id']}", token).status_code == 204
+    assert api(base_url, "GET", f"/todos/{todo['id']}", token).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "title"),
+        ({"title": ""}, "title"),
+        ({"title": "   "}, "title"),
+        ({"title": 5}, "title"),
+        ({"title": "x" * 201}, "title"),
+        ({"title": "ok", "notes": "x" * 5001}, "notes"),
+        ({"title": "ok", "notes": 3}, "notes"),
+        ({"title": "ok", "completed": "yes"}, "completed"),
+        ({"title": "ok", "due_date": "tomorrow"}, "due_date"),
+        ({"title": "ok", "due_date": "2026-02-30"}, "due_date"),
+        ({"title": "ok", "owner": 1}, "owner"),
+    ],
+)
+def test_a_validation_error_names_the_field(base_url, tokens, body, field):
+    response = api(base_url, "POST", "/todos", tokens["access_token"], json=body)
+    assert response.status_code == 422 and response.json()["field"] == field and response.json()["message"]
+
+
+@pytest.mark.parametrize("data", ["not json", "[1, 2]", "null"])
+def test_a_body_that_is_not_a_json_object_is_400(base_url, tokens, data):
+    headers = {**bearer(tokens["access_token"]), "Content-Type": "application/json"}
+    response = requests.post(f"{base_url}/api/todos", data=data, headers=headers)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def test_title_of_exactly_200_and_notes_of_5000_are_accepted(base_url, tokens):
+    response = api(base_url, "POST", "/todos", tokens["access_token"], json={"title": "x" * 200, "notes": "y" * 5000})
+    assert response.status_code == 201
+
+
+def test_pagination_with_limit_cursor_and_completed(base_url, world, gpt):
+    org = world.org()
+    token = token_for(base_url, org.admin_email, gpt)
+    ids = [
+        api(base_url, "POST", "/todos", token, json={"title": f"t{i}", "completed": i % 2 == 0}).json()["id"]
+        for i in range(25)
+    ]
+    first = api(base_url, "GET", "/todos", token).json()
+    assert [t["id"] for t in first["todos"]] == ids[::-1][:20] and first["next_cursor"]
+    second = api(base_url, "GET", "/todos", token, params={"cursor": first["next_cursor"]}).json()
+    assert [t["id"] for t in second["todos"]] == ids[::-1][20:] and second["next_cursor"] is None
+    small = api(base_url, "GET", "/todos", token, params={"limit": 5, "completed": "true"}).json()
+    assert len(small["todos"]) == 5 and all(t["completed"] for t in small["todos"])
+    open_ones = api(base_url, "GET", "/todos", token, params={"completed": "false", "limit": 100}).json()
+    assert len(open_ones["todos"]) == 12 and not any(t["completed"] for t in open_ones["todos"])
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": 101}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"cursor": "bogus!"}, "cursor"),
+        ({"completed": "maybe"}, "completed"),
+    ],
+)
+def test_bad_list_parameters_are_400(base_url, tokens, params, field):
+    response = api(base_url, "GET", "/todos", tokens["access_token"], params=params)
+    assert response.status_code == 400 and response.json()["field"] == field
+
+
+# RFC 6750: where the token comes from and what a failure looks like.
+
+
+def test_no_token_gets_401_with_a_challenge_and_no_error_code(base_url):
+    response = requests.get(f"{base_url}/api/todos")
+    assert response.status_code == 401
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and "error=" not in challenge  # RFC 6750 §3.1
+
+
+def test_a_token_in_the_query_string_is_ignored(base_url, tokens):
+    response = requests.get(f"{base_url}/api/todos", params={"access_token": tokens["access_token"]})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 9000])
+def test_an_invalid_token_gets_invalid_token(base_url, token):
+    response = requests.get(f"{base_url}/api/todos", headers=bearer(token))
+    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_a_tampered_token_gets_invalid_token(base_url, tokens):
+    header, payload, signature = tokens["access_token"].split(".")
+    tampered = f"{header}.{payload[:-2]}AA.{signature}"
+    assert requests.get(f"{base_url}/api/me", headers=bearer(tampered)).status_code == 401
+
+
+def test_a_read_only_token_cannot_write(base_url, org, gpt):
+    token = token_for(base_url, org.admin_email, gpt, scope="openid todos:read")
+    assert api(base_url, "GET", "/todos", token).status_code == 200
+    for method, path in [("POST", "/todos"), ("PATCH", "/todos/1"), ("DELETE", "/todos/1")]:
+        response = api(base_url, method, path, token, json={"title": "x"})
+        assert response.status_code == 403
+        assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+        assert 'scope="todos:write"' in response.headers["WWW-Authenticate"]
+
+
+def test_a_token_without_todos_read_cannot_read(base_url, org, gpt):
+    token = token_for(base_url, org.admin_email, gpt, scope="openid profile")
+    assert api(base_url, "GET", "/todos", token).status_code == 403
+    assert api(base_url, "GET", "/me", token).status_code == 403
+
+
+def test_a_token_stops_working_when_its_member_is_removed(base_url, world, gpt):
+    org = world.org()
+    token = token_for(base_url, org.member_email, gpt)
+    assert api(base_url, "GET", "/me", token).status_code == 200
+    world.sql(sa.text("DELETE FROM member WHERE email = :e"), e=org.member_email)
+    assert api(base_url, "GET", "/me", token).status_code == 401
+
+
+def test_organizations_are_isolated_on_every_endpoint(base_url, world, gpt):
+    mine, theirs = world.org(), world.org()
+    their_token = token_for(base_url, theirs.admin_email, gpt)
+    my_token = token_for(base_url, mine.admin_email, gpt)
+    secret = api(base_url, "POST", "/todos", their_token, json={"title": "Their secret"}).json()
+    listed = api(base_url, "GET", "/todos", my_token, params={"limit": 100}).json()["todos"]
+    assert secret["id"] not in [t["id"] for t in listed]
+    assert api(base_url, "GET", f"/todos/{secret['id']}", my_token).status_code == 404
+    assert api(base_url, "PATCH", f"/todos/{secret['id']}", my_token, json={"title": "mine now"}).status_code == 404
+    assert api(base_url, "DELETE", f"/todos/{secret['id']}", my_token).status_code == 404
+    assert api(base_url, "GET", f"/todos/{secret['id']}", their_token).json()["title"] == "Their secret"

@@ -1,0 +1,97 @@
+"""CLI commands for scripting: clients, organizations and members."""
+
+import json
+
+import requests
+from conftest import PASSWORD
+from conftest import Person
+
+
+def run(app, *args):
+    result = app.test_cli_runner().invoke(args=list(args))
+    return result
+
+
+def test_create_client_prints_id_and_secret_once_as_json(app):
+    result = run(
+        app,
+        "create-client",
+        "--name",
+        "ChatGPT",
+        "--redirect-uri",
+        "https://chat.openai.com/aip/g-abc/oauth/callback",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.output)
+    assert set(created) == {"client_id", "client_secret"}
+    listing = run(app, "list-clients").output
+    assert created["client_id"] in listing and created["client_secret"] not in listing
+    assert "third-party confidential" in listing
+
+
+def test_create_a_public_first_party_client_with_two_uris(app):
+    result = run(
+        app,
+        "create-client",
+        "--name",
+        "CLI",
+        "--public",
+        "--first-party",
+        "--scope",
+        "openid,todos:read",
+        "--redirect-uri",
+        "http://127.0.0.1/cb",
+        "--redirect-uri",
+        "com.example.app:/cb",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.output)) == {"client_id"}
+    assert "first-party public" in run(app, "list-clients").output
+
+
+def test_create_client_refuses_unsafe_redirect_uris_and_unknown_scopes(app):
+    for uri in ["javascript:alert(1)", "http://example.com/cb", "https://example.com/cb#x"]:
+        result = run(app, "create-client", "--name", "Bad", "--redirect-uri", uri)
+        assert result.exit_code != 0 and "redirect" in result.output.lower()
+    result = run(app, "create-client", "--name", "Bad", "--redirect-uri", "https://ok.test/cb", "--scope", "admin")
+    assert result.exit_code != 0
+
+
+def test_rotate_client_secret_replaces_the_old_one(app, base_url):
+    created = json.loads(
+        run(app, "create-client", "--name", "R", "--redirect-uri", "https://ok.test/cb", "--json").output
+    )
+    result = run(app, "rotate-client-secret", created["client_id"])
+    new_secret = result.output.split()[-1]
+    assert result.exit_code == 0 and new_secret != created["client_secret"]
+
+    def auth_status(secret):
+        return requests.post(
+            f"{base_url}/oauth/introspect", data={"token": "x"}, auth=(created["client_id"], secret)
+        ).status_code
+
+    assert auth_status(created["client_secret"]) == 401 and auth_status(new_secret) == 200
+
+
+def test_add_redirect_uri(app):
+    created = json.loads(
+        run(app, "create-client", "--name", "A", "--redirect-uri", "https://ok.test/cb", "--json").output
+    )
+    result = run(app, "add-redirect-uri", created["client_id"], "https://chatgpt.com/aip/g-new/oauth/callback")
+    assert result.exit_code == 0 and "https://chatgpt.com/aip/g-new/oauth/callback" in result.output
+    assert run(app, "add-redirect-uri", created["client_id"], "javascript:x").exit_code != 0
+    assert run(app, "add-redirect-uri", "no-such-client", "https://ok.test/x").exit_code != 0
+
+
+def test_create_org_and_member_then_log_in(app, base_url):
+    slug = run(app, "create-org", "--name", "Scripted Org").output.strip()
+    result = run(
+        app, "create-member", "--org", slug, "--email", "ops@scripted.test", "--password", PASSWORD, "--role", "admin"
+    )
+    assert result.exit_code == 0, result.output
+    assert Person(base_url, "ops@scripted.test").login().headers["Location"] == "/todos"
+    again = run(app, "create-member", "--org", slug, "--email", "ops@scripted.test", "--password", PASSWORD)
+    assert again.exit_code != 0 and "already a member" in again.output
+    assert run(app, "create-member", "--org", "nope", "--email", "a@b.test", "--password", PASSWORD).exit_code != 0

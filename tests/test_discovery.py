@@ -1,0 +1,88 @@
+"""Discovery (RFC 8414, OpenID Connect Discovery), the issuer, and the signing keys."""
+
+import pytest
+import requests
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from authlib.oidc.discovery import OpenIDProviderMetadata
+from conftest import bearer
+from conftest import callback_params
+from conftest import exchange
+from conftest import gpt_params
+
+
+def test_both_metadata_documents_are_the_same_and_valid(base_url):
+    oidc = requests.get(f"{base_url}/.well-known/openid-configuration").json()
+    oauth = requests.get(f"{base_url}/.well-known/oauth-authorization-server").json()
+    assert oidc == oauth
+    assert oidc["issuer"] == base_url
+    assert oidc["authorization_endpoint"] == f"{base_url}/idp"
+    assert oidc["token_endpoint"] == f"{base_url}/oauth/token"
+    assert oidc["code_challenge_methods_supported"] == ["S256"]
+    assert oidc["authorization_response_iss_parameter_supported"] is True
+    assert set(oidc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "none"}
+    assert set(oidc["scopes_supported"]) >= {
+        "openid",
+        "profile",
+        "email",
+        "offline_access",
+        "todos:read",
+        "todos:write",
+    }
+    AuthorizationServerMetadata(oauth).validate()
+    OpenIDProviderMetadata(oidc).validate()
+
+
+def test_the_issuer_follows_the_proxy_headers(base_url):
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "todos.example.com"}
+    metadata = requests.get(f"{base_url}/.well-known/openid-configuration", headers=headers).json()
+    assert metadata["issuer"] == "https://todos.example.com"
+    assert metadata["jwks_uri"] == "https://todos.example.com/.well-known/jwks.json"
+
+
+def test_public_url_sets_the_issuer_without_a_trailing_slash(app, base_url):
+    app.config["PUBLIC_URL"] = "https://todos.example.com"
+    try:
+        metadata = requests.get(f"{base_url}/.well-known/oauth-authorization-server").json()
+    finally:
+        app.config["PUBLIC_URL"] = ""
+    assert metadata["issuer"] == "https://todos.example.com"
+
+
+def test_the_issuer_is_spelled_the_same_in_tokens_and_responses(base_url, org, gpt):
+    from conftest import Person
+
+    cb = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt)))
+    body = exchange(base_url, gpt, cb["code"]).json()
+    from test_token import jwt_part
+
+    assert cb["iss"] == jwt_part(body["access_token"], 1)["iss"] == jwt_part(body["id_token"], 1)["iss"] == base_url
+
+
+def test_jwks_publishes_public_keys_only(base_url):
+    keys = requests.get(f"{base_url}/.well-known/jwks.json").json()["keys"]
+    assert keys and all(k["kty"] == "RSA" and k["kid"] and k["use"] == "sig" and "d" not in k for k in keys)
+
+
+def test_rotating_the_key_keeps_the_previous_one_published(app, base_url, org, gpt):
+    from conftest import Person
+
+    runner = app.test_cli_runner()
+    code = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt)))["code"]
+    old_token = exchange(base_url, gpt, code).json()["access_token"]
+    result = runner.invoke(args=["rotate-keys"])
+    assert result.exit_code == 0, result.output
+    kids = [k["kid"] for k in requests.get(f"{base_url}/.well-known/jwks.json").json()["keys"]]
+    assert len(kids) == 2 and result.output.split()[-1] == kids[0]
+    assert requests.get(f"{base_url}/api/me", headers=bearer(old_token)).status_code == 200
+    code = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt)))["code"]
+    from test_token import jwt_part
+
+    assert jwt_part(exchange(base_url, gpt, code).json()["access_token"], 0)["kid"] == kids[0]
+    runner.invoke(args=["rotate-keys"])
+    kids_after = [k["kid"] for k in requests.get(f"{base_url}/.well-known/jwks.json").json()["keys"]]
+    assert len(kids_after) == 2 and kids[0] in kids_after and kids[1] not in kids_after
+
+
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/.well-known/jwks.json"])
+def test_discovery_documents_are_json(base_url, path):
+    assert requests.get(f"{base_url}{path}").headers["Content-Type"] == "application/json"

@@ -1,0 +1,47 @@
+"""Settings: SECRET_KEY in production, the development key, DATABASE_URL, demo data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def start(tmp_path, **env) -> subprocess.CompletedProcess:
+    """Import the app in a fresh process, as `flask` or gunicorn would."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "APP_ENV", "DATABASE_URL")}
+    environment.update(DATABASE_URL=f"sqlite:///{tmp_path}/app.db", **env)
+    code = "import app; print('started', app.app.config['SECRET_KEY'][:4])"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_production_refuses_to_start_without_a_secret_key(tmp_path):
+    result = start(tmp_path, APP_ENV="production")
+    assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
+
+
+def test_production_starts_with_a_secret_key(tmp_path):
+    result = start(tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, SEED_DEMO="0")
+    assert result.returncode == 0 and "started ssss" in result.stdout
+
+
+def test_an_empty_database_gets_the_demo_organization_once(tmp_path):
+    first = start(tmp_path, SECRET_KEY="k" * 40, SEED_DEMO="1")
+    assert "admin@example.com" in first.stderr and "password" in first.stderr
+    second = start(tmp_path, SECRET_KEY="k" * 40, SEED_DEMO="1")
+    assert "admin@example.com" not in second.stderr
+
+
+def test_development_keeps_a_generated_key_in_instance(app):
+    key_file = Path(app.instance_path) / "secret_key"
+    assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
+
+
+def test_postgres_urls_as_hosts_give_them_use_psycopg(app, monkeypatch):
+    import app as todo_app
+
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.example.com:5432/todos")
+    assert todo_app.database_url(app) == "postgresql+psycopg://u:p@db.example.com:5432/todos"
