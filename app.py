@@ -183,6 +183,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         current_signing_key()
         if app.config["SEED_DEMO"]:
             seed_demo()
+        db.engine.dispose()  # gunicorn forks after this; workers must not share connections
     return app
 
 
@@ -1294,6 +1295,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             return None
         if item.grant.revoked_at or item.expires_at <= now:
             return None
+        # Check the scope and resource first, so that a rejected request rotates nothing.
+        self._validate_token_scope(item)
+        g.token_resource = requested_resource(self.request, item.grant.resource)
         if client.is_public:
             # Rotate (RFC 9700 §4.14.2): of racing uses exactly one wins; any replay of a
             # rotated token revokes the whole grant.
@@ -1307,7 +1311,6 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 db.session.commit()
                 return None
             db.session.commit()
-        g.token_resource = requested_resource(self.request, item.grant.resource)
         return item
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Member | None:

@@ -169,3 +169,10 @@ def test_introspection_of_another_clients_or_a_revoked_token_is_inactive(base_ur
 def test_introspection_needs_client_authentication(base_url, tokens):
     response = requests.post(f"{base_url}/oauth/introspect", data={"token": tokens["access_token"]})
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_a_rejected_public_refresh_rotates_nothing(base_url, org, world):
+    client, body = public_tokens(base_url, org, world)
+    wider = refresh(base_url, client, body["refresh_token"], style="none", scope="openid todos:read admin")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    assert refresh(base_url, client, body["refresh_token"], style="none").status_code == 200
