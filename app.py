@@ -12,11 +12,12 @@ travels:
  6. Signing keys (kept in the database, shared by every worker and host)
  7. Authorization server: clients, grants and token storage (Authlib)
  8. The authorization endpoint /idp and the consent page
- 9. Token, revocation and introspection endpoints
-10. Discovery: /.well-known metadata and the JWKS
+ 9. Token, revocation, introspection and dynamic registration endpoints
+10. Discovery: /.well-known metadata, the JWKS and protected resource metadata
 11. Resource server: bearer tokens, UserInfo and the todo REST API
-12. openapi.yaml, generated from the views with apispec
-13. CLI commands
+12. The MCP endpoint /mcp, whose tools share the REST API's rules
+13. openapi.yaml, generated from the views with apispec
+14. CLI commands
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ from flask import session
 from flask import url_for
 from flask.cli import AppGroup
 from flask.sessions import SecureCookieSessionInterface
+from flask_cors import CORS
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_login import UserMixin
 from flask_login import current_user
@@ -120,7 +124,18 @@ CODE_TTL = 300  # RFC 6749 §4.1.2 recommends at most ten minutes; we allow five
 REFRESH_TOKEN_TTL = timedelta(days=90)  # sliding, renewed on every use
 ID_TOKEN_TTL = 3600
 
+# Browser origins allowed to call /mcp (MCP_ALLOWED_ORIGINS overrides; "*" allows any).
+DEFAULT_MCP_ORIGINS = (
+    "https://chatgpt.com",
+    "https://chat.openai.com",
+    "https://claude.ai",
+    "https://claude.com",
+    "http://localhost:6274",  # the MCP Inspector
+    "http://127.0.0.1:6274",
+)
+
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+URI_MAX = 500
 SECRET_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 log = logging.getLogger("connected_todos")
@@ -133,6 +148,7 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 login_manager = LoginManager()
 csrf = CSRFProtect()
+limiter = Limiter(get_remote_address)
 bp = Blueprint("main", __name__)
 
 
@@ -155,6 +171,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SECURE=False,
         SEED_DEMO=os.environ.get("SEED_DEMO", "1") == "1",
         MAX_CONTENT_LENGTH=1024 * 1024,
+        RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
+        RATELIMIT_HEADERS_ENABLED=True,
+        REGISTRATION_RATE_LIMIT="20 per minute; 200 per day",
+        MCP_ALLOWED_ORIGINS=[o.strip() for o in os.environ.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+        or list(DEFAULT_MCP_ORIGINS),
     )
     if test_config:
         app.config.update(test_config)
@@ -170,9 +191,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.login_view = "main.login"
     login_manager.session_protection = "strong"
     csrf.init_app(app)
+    limiter.init_app(app)
+    # Browser-based MCP clients (the MCP Inspector) call these cross-origin, without cookies.
+    CORS(
+        app,
+        resources=[r"/mcp", r"/.well-known/*", r"/oauth/token", r"/oauth/register", r"/oauth/revoke"],
+        origins="*",
+        send_wildcard=True,  # no cookies cross-origin: bearer tokens only
+        allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"],
+        expose_headers=["WWW-Authenticate", "Mcp-Session-Id", "Retry-After"],
+        max_age=600,
+    )
     server.init_app(app, query_client=query_client, save_token=save_token)
     app.register_blueprint(bp)
     app.register_error_handler(CSRFError, csrf_error)
+    app.register_error_handler(429, too_many_requests)
     for command in cli.commands.values():
         app.cli.add_command(command)
 
@@ -229,13 +262,18 @@ def issuer() -> str:
 
 
 def api_resource() -> str:
-    """The REST API's resource identifier (RFC 8707), the access token's default audience."""
+    """The REST API's resource identifier (RFC 8707): an access token audience."""
     return f"{issuer()}/api"
+
+
+def mcp_resource() -> str:
+    """The MCP endpoint's resource identifier, exactly the URL a person pastes into a client."""
+    return f"{issuer()}/mcp"
 
 
 def resources() -> list[str]:
     """Every resource an access token may be issued for."""
-    return [api_resource()]
+    return [api_resource(), mcp_resource()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,8 +347,18 @@ class Client(ClientMixin, db.Model):
     redirect_uris: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     scope: Mapped[str] = mapped_column(sa.String(500), default=DEFAULT_CLIENT_SCOPE)
     grant_types: Mapped[list[str]] = mapped_column(sa.JSON, default=lambda: ["authorization_code", "refresh_token"])
+    # Registered by the app itself through /oauth/register (RFC 7591), not by an operator.
+    self_registered: Mapped[bool] = mapped_column(default=False)
+    client_uri: Mapped[str | None] = mapped_column(sa.String(500))
+    logo_uri: Mapped[str | None] = mapped_column(sa.String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+
+    @property
+    def default_resource(self) -> str:
+        """The audience when a request names no resource: self-registered clients are MCP
+        clients, and operator-registered ones (a GPT Action) call the REST API."""
+        return mcp_resource() if self.self_registered else api_resource()
 
     @property
     def is_public(self) -> bool:
@@ -535,21 +583,32 @@ def redirect_uri_matches(registered: str, requested: str) -> bool:
     return (reg.hostname, reg.path, reg.query) == (req.hostname, req.path, req.query)
 
 
+# Schemes a browser or the OS would treat as something other than "open this app".
+UNSAFE_SCHEMES = {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "ftp", "ws", "wss"}
+
+
 def check_uri(uri: str) -> str | None:
     """Say what is wrong with a redirect URI a client registers, or None."""
-    parts = urlsplit(uri)
-    if parts.scheme == "https" and parts.hostname:
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return "is not a valid URI"
+    scheme = parts.scheme.lower()
+    if scheme == "https" and parts.hostname:
         pass
-    elif parts.scheme == "http" and is_loopback_host(parts.hostname):
+    elif scheme == "http" and is_loopback_host(parts.hostname):
         pass  # RFC 8252 §7.3 loopback redirect for native apps
-    elif parts.scheme and "." in parts.scheme and not parts.netloc.startswith("/"):
-        pass  # RFC 8252 §7.1 private-use scheme, reverse domain name
+    elif re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) and scheme not in UNSAFE_SCHEMES | {"http", "https"}:
+        pass  # RFC 8252 §7.1 private-use scheme of a native app, such as cursor://
     else:
-        return "must be https, http on a loopback address, or a reverse-domain app scheme"
+        return "must be https, http on a loopback address, or a native app's own scheme"
     if parts.fragment or "#" in uri:
         return "must not have a fragment (RFC 6749 §3.1.2)"
-    if parts.username or parts.password:
+    if parts.username is not None or parts.password is not None:
         return "must not carry user information"
+    if len(uri) > URI_MAX:
+        return f"must be at most {URI_MAX} characters"
     return None
 
 
@@ -725,6 +784,21 @@ def members() -> Any:
     return render_template("members.html", members=people)
 
 
+def too_many_requests(error: Any) -> Response:
+    """429 in each protocol's own format: OAuth JSON, JSON-RPC, API JSON, or a page for people."""
+    message = f"Too many requests ({error.description}). Try again later."
+    if request.path.startswith("/oauth/"):  # RFC 6749 §4.1.2.1 names this condition
+        response = jsonify({"error": "temporarily_unavailable", "error_description": message})
+    elif request.path == "/mcp":
+        response = jsonify({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}})
+    elif request.path.startswith("/api/"):
+        response = jsonify({"error": "rate_limited", "message": message})
+    else:
+        response = Response(render_template("error.html", title="Too many requests", message=message))
+    response.status_code = 429
+    return response
+
+
 def csrf_error(error: CSRFError) -> tuple[str, int]:
     return render_template("error.html", title="The form expired", message=error.description), 400
 
@@ -854,6 +928,68 @@ def update_todo(member: Member, todo_id: int, data: dict[str, Any]) -> Todo:
 def delete_todo(member: Member, todo_id: int) -> None:
     db.session.delete(get_todo(member, todo_id))
     db.session.commit()
+
+
+# The shapes of a todo and a member, shared by openapi.yaml and the MCP tools' schemas.
+TODO_PROPERTIES = {
+    "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX, "description": "What to do."},
+    "notes": {"type": "string", "maxLength": NOTES_MAX, "description": "Details, may be empty."},
+    "completed": {"type": "boolean", "description": "Whether it is done."},
+    "due_date": {"type": ["string", "null"], "format": "date", "description": "Due date, YYYY-MM-DD."},
+}
+TODO_SCHEMA = {
+    "type": "object",
+    "required": ["id", "title", "notes", "completed", "due_date", "created_at", "updated_at", "created_by"],
+    "properties": {
+        "id": {"type": "integer"},
+        **TODO_PROPERTIES,
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "created_by": {
+            "type": ["object", "null"],
+            "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+        },
+    },
+}
+ME_SCHEMA = {
+    "type": "object",
+    "required": ["id", "name", "email", "role", "organization"],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "email": {"type": "string"},
+        "role": {"type": "string", "enum": ["admin", "member"]},
+        "organization": {
+            "type": "object",
+            "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "slug": {"type": "string"}},
+        },
+    },
+}
+
+
+def todo_page_schema(todo_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["todos", "next_cursor"],
+        "properties": {
+            "todos": {"type": "array", "items": todo_schema},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as cursor for the next page; null at the end.",
+            },
+        },
+    }
+
+
+def me_json(member: Member) -> dict[str, Any]:
+    org = member.organization
+    return {
+        "id": member.id,
+        "name": member.name,
+        "email": member.email,
+        "role": member.role,
+        "organization": {"id": org.id, "name": org.name, "slug": org.slug},
+    }
 
 
 def todo_json(todo: Todo) -> dict[str, Any]:
@@ -1202,11 +1338,11 @@ class S256CodeChallenge(CodeChallenge):
 
 
 def requested_resource(oauth_request: OAuth2Request, bound: str | None = None) -> str:
-    """The RFC 8707 resource a token is for: the request's, or the grant's, or the API."""
+    """The RFC 8707 resource a token is for: the request's, or the grant's, or the client's default."""
     values = oauth_request.payload.datalist.get("resource", [])
     if len(values) > 1:
         raise InvalidTargetError("Ask for one resource at a time.")
-    resource = values[0] if values else (bound or api_resource())
+    resource = values[0] if values else (bound or oauth_request.client.default_resource)
     if resource not in resources():
         raise InvalidTargetError(f"Unknown resource. Use one of: {' '.join(resources())}.")
     if bound and resource != bound:
@@ -1465,7 +1601,7 @@ def authorize() -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# 9. Token, revocation and introspection endpoints
+# 9. Token, revocation, introspection and dynamic registration endpoints
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1559,6 +1695,111 @@ def introspect_token() -> Response:
     return server.create_endpoint_response(Introspection.ENDPOINT_NAME)
 
 
+REGISTRATION_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
+
+
+class RegistrationError(Exception):
+    """An RFC 7591 §3.2.2 error: ``error`` is invalid_redirect_uri or invalid_client_metadata."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error, self.description = error, description
+
+
+def registration_metadata(data: Any) -> dict[str, Any]:
+    """Validate RFC 7591 §2 client metadata; unknown fields are ignored, as §2 requires."""
+    if not isinstance(data, dict):
+        raise RegistrationError("invalid_client_metadata", "The body must be a JSON object.")
+    uris = data.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris) or len(uris) > 10:
+        raise RegistrationError("invalid_redirect_uri", "redirect_uris must be a list of one to ten URIs.")
+    for uri in uris:
+        if problem := check_uri(uri):
+            raise RegistrationError("invalid_redirect_uri", f"{uri[:URI_MAX]} {problem}.")
+    method = data.get("token_endpoint_auth_method", "client_secret_basic")  # §2's default
+    if method not in REGISTRATION_AUTH_METHODS:
+        raise RegistrationError(
+            "invalid_client_metadata",
+            f"token_endpoint_auth_method must be one of {', '.join(REGISTRATION_AUTH_METHODS)}.",
+        )
+    grant_types = data.get("grant_types", ["authorization_code"])
+    if (
+        not isinstance(grant_types, list)
+        or not set(grant_types) <= {"authorization_code", "refresh_token"}
+        or "authorization_code" not in grant_types
+    ):
+        raise RegistrationError("invalid_client_metadata", "grant_types may be authorization_code and refresh_token.")
+    if data.get("response_types", ["code"]) != ["code"]:
+        raise RegistrationError("invalid_client_metadata", 'response_types must be ["code"].')
+    scope = normalize_scope(data["scope"]) if isinstance(data.get("scope"), str) else DEFAULT_CLIENT_SCOPE
+    if not scope or not set(scope.split()) <= set(SCOPES):
+        raise RegistrationError("invalid_client_metadata", f"scope may use: {' '.join(SCOPES)}.")
+    name = data.get("client_name", "An unnamed app")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise RegistrationError("invalid_client_metadata", "client_name must be text of at most 200 characters.")
+    links = {}
+    for key in ("client_uri", "logo_uri"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if (
+            not isinstance(value, str)
+            or len(value) > URI_MAX
+            or urlsplit(value).scheme != "https"
+            or not urlsplit(value).hostname
+        ):
+            raise RegistrationError(
+                "invalid_client_metadata", f"{key} must be an https URL of at most {URI_MAX} characters."
+            )
+        links[key] = value
+    return {
+        "redirect_uris": uris,
+        "token_endpoint_auth_method": method,
+        "grant_types": grant_types,
+        "response_types": ["code"],
+        "scope": scope,
+        "client_name": name.strip(),
+        **links,
+    }
+
+
+@bp.route("/oauth/register", methods=["POST"])
+@csrf.exempt
+@limiter.limit(lambda: current_app.config["REGISTRATION_RATE_LIMIT"])
+def register_client_dynamically() -> tuple[Response, int]:
+    """Open dynamic client registration (RFC 7591): MCP clients register themselves."""
+    try:
+        metadata = registration_metadata(request.get_json(silent=True))
+    except RegistrationError as error:
+        response = jsonify({"error": error.error, "error_description": error.description})
+        response.headers["Cache-Control"] = "no-store"
+        return response, 400
+    secret = None if metadata["token_endpoint_auth_method"] == "none" else secrets.token_urlsafe(32)
+    client = Client(
+        client_id=secrets.token_urlsafe(18),
+        client_secret_hash=sha256(secret) if secret else None,
+        name=metadata["client_name"],
+        redirect_uris=metadata["redirect_uris"],
+        scope=metadata["scope"],
+        grant_types=metadata["grant_types"],
+        self_registered=True,
+        client_uri=metadata.get("client_uri"),
+        logo_uri=metadata.get("logo_uri"),
+    )
+    db.session.add(client)
+    db.session.commit()
+    body = {
+        "client_id": client.client_id,
+        "client_id_issued_at": int(client.created_at.replace(tzinfo=UTC).timestamp()),
+        **metadata,
+    }
+    if secret:
+        body.update(client_secret=secret, client_secret_expires_at=0)
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 201
+
+
 # ---------------------------------------------------------------------------------------------
 # 10. Discovery: /.well-known metadata and the JWKS
 # ---------------------------------------------------------------------------------------------
@@ -1575,6 +1816,7 @@ def server_metadata() -> dict[str, Any]:
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "revocation_endpoint": f"{base}/oauth/revoke",
         "introspection_endpoint": f"{base}/oauth/introspect",
+        "registration_endpoint": f"{base}/oauth/register",
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -1608,6 +1850,24 @@ def jwks() -> Response:
     return response
 
 
+@bp.route("/.well-known/oauth-protected-resource")
+@bp.route("/.well-known/oauth-protected-resource/mcp")
+@bp.route("/.well-known/oauth-protected-resource/api")
+def protected_resource_metadata() -> Response:
+    """Protected resource metadata (RFC 9728 §3): the MCP endpoint's at the root and at /mcp."""
+    resource = api_resource() if request.path.endswith("/api") else mcp_resource()
+    return jsonify(
+        {
+            "resource": resource,
+            "authorization_servers": [issuer()],
+            "scopes_supported": ["todos:read", "todos:write"],
+            "bearer_methods_supported": ["header"],
+            "resource_name": "Connected Todos MCP server" if resource == mcp_resource() else "Connected Todos API",
+            "resource_documentation": f"{issuer()}/",
+        }
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # 11. Resource server: bearer tokens, UserInfo and the todo REST API
 # ---------------------------------------------------------------------------------------------
@@ -1633,7 +1893,7 @@ class Bearer:
     claims: dict[str, Any]
 
 
-def verify_jwt(token: str, audience: str | None = None) -> dict[str, Any] | None:
+def verify_jwt(token: str, audiences: list[str] | None = None) -> dict[str, Any] | None:
     """Verify one of our RFC 9068 access tokens: signature, typ, iss, exp, nbf and aud."""
     if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
         return None
@@ -1661,8 +1921,8 @@ def verify_jwt(token: str, audience: str | None = None) -> dict[str, Any] | None
         registry.validate(claims)
     except (JoseError, ValueError, TypeError, UnicodeDecodeError):
         return None
-    if audience is not None and audience not in as_list(claims.get("aud")):
-        return None
+    if audiences is not None and not set(audiences) & set(as_list(claims.get("aud"))):
+        return None  # RFC 8707: a token for another resource is not for us
     return claims
 
 
@@ -1670,8 +1930,8 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def authenticate_bearer(audience: str, required_scope: str | None) -> Bearer:
-    """Check the Authorization header's bearer token for ``audience`` and ``required_scope``.
+def authenticate_bearer(audiences: list[str], required_scope: str | None) -> Bearer:
+    """Check the Authorization header's bearer token for one of ``audiences`` and ``required_scope``.
 
     The token must verify, its record and grant must not be revoked, and the member must still
     belong to the token's organization. The token is never read from the query string.
@@ -1680,7 +1940,7 @@ def authenticate_bearer(audience: str, required_scope: str | None) -> Bearer:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise BearerError(None, scope=required_scope or "")
-    claims = verify_jwt(token.strip(), audience)
+    claims = verify_jwt(token.strip(), audiences)
     if claims is None:
         raise BearerError("invalid_token", "The access token is invalid or expired.", scope=required_scope or "")
     row = db.session.execute(
@@ -1703,36 +1963,47 @@ def authenticate_bearer(audience: str, required_scope: str | None) -> Bearer:
     return Bearer(member=row[0], client_id=row[1], scope=scopes, claims=claims)
 
 
-def bearer_challenge(error: BearerError) -> str:
-    """The RFC 6750 §3 WWW-Authenticate value for an error."""
+def resource_metadata_url(resource: str) -> str:
+    """Where RFC 9728 metadata for ``resource`` lives: the well-known path, then its path."""
+    return f"{issuer()}/.well-known/oauth-protected-resource{urlsplit(resource).path}"
+
+
+def bearer_challenge(error: BearerError, resource: str | None) -> str:
+    """The RFC 6750 §3 WWW-Authenticate value, with RFC 9728 §5.1's resource_metadata."""
     params = [f'realm="{issuer()}"']
-    if error.error:
+    if error.error:  # RFC 6750 §3.1: no error code when the request had no token at all
         params.append(f'error="{error.error}"')
         if error.description:
             params.append(f'error_description="{error.description}"')
     if error.scope:
         params.append(f'scope="{error.scope}"')
+    if resource:
+        params.append(f'resource_metadata="{resource_metadata_url(resource)}"')
     return "Bearer " + ", ".join(params)
 
 
-def bearer_error_response(error: BearerError) -> Response:
-    body = {"error": error.error or "invalid_token", "message": error.description or "Send an access token."}
+def bearer_error_response(error: BearerError, resource: str | None, body: Any = None) -> Response:
+    if body is None:
+        body = {"error": error.error or "invalid_token", "message": error.description or "Send an access token."}
     response = jsonify(body)
     response.status_code = error.status
-    response.headers["WWW-Authenticate"] = bearer_challenge(error)
+    response.headers["WWW-Authenticate"] = bearer_challenge(error, resource)
     return response
 
 
-def require_token(scope: str | None, audience: Callable[[], str] = api_resource) -> Callable[..., Any]:
-    """View decorator: the request needs a bearer token for ``audience`` with ``scope``."""
+def require_token(
+    scope: str | None, audiences: Callable[[], list[str]] = lambda: [api_resource()]
+) -> Callable[..., Any]:
+    """View decorator: the request needs a bearer token for one of ``audiences`` with ``scope``."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
+            allowed = audiences()
             try:
-                g.bearer = authenticate_bearer(audience(), scope)
+                g.bearer = authenticate_bearer(allowed, scope)
             except BearerError as error:
-                return bearer_error_response(error)
+                return bearer_error_response(error, allowed[0] if len(allowed) == 1 else None)
             try:
                 return view(*args, **kwargs)
             except TodoError as error:
@@ -1747,7 +2018,7 @@ def require_token(scope: str | None, audience: Callable[[], str] = api_resource)
 
 
 @bp.route("/oauth/userinfo", methods=["GET", "POST"])
-@require_token("openid")
+@require_token("openid", audiences=resources)
 def userinfo() -> Response:
     """OpenID Connect UserInfo (Core §5.3): the claims the token's scope allows."""
     bearer: Bearer = g.bearer
@@ -1795,20 +2066,7 @@ def api_me() -> Response:
         "401": {$ref: "#/components/responses/Unauthorized"}
         "403": {$ref: "#/components/responses/Forbidden"}
     """
-    member: Member = g.bearer.member
-    return jsonify(
-        {
-            "id": member.id,
-            "name": member.name,
-            "email": member.email,
-            "role": member.role,
-            "organization": {
-                "id": member.organization.id,
-                "name": member.organization.name,
-                "slug": member.organization.slug,
-            },
-        }
-    )
+    return jsonify(me_json(g.bearer.member))
 
 
 @bp.route("/api/todos", methods=["GET"])
@@ -1960,18 +2218,287 @@ def api_delete_todo(todo_id: int) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 12. openapi.yaml, generated from the views with apispec
+# 12. The MCP endpoint /mcp (Streamable HTTP, JSON responses)
+# ---------------------------------------------------------------------------------------------
+
+MCP_PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")  # newest first
+MCP_MAX_BODY = 64 * 1024
+MCP_SCOPES = "todos:read todos:write"
+ID_SCHEMA = {"type": "integer", "description": "The todo's id, from list_todos."}
+
+
+@dataclass
+class Tool:
+    """An MCP tool: its description, schemas and annotations, and the function that runs it."""
+
+    name: str
+    title: str
+    description: str
+    scope: str
+    input_properties: dict[str, Any]
+    required: list[str]
+    output_schema: dict[str, Any]
+    annotations: dict[str, bool]
+    run: Callable[[Member, dict[str, Any]], dict[str, Any]]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": {
+                "type": "object",
+                "properties": self.input_properties,
+                "required": self.required,
+                "additionalProperties": False,
+            },
+            "outputSchema": self.output_schema,
+            "annotations": {"title": self.title, **self.annotations, "openWorldHint": False},
+        }
+
+
+def todo_id_argument(arguments: dict[str, Any]) -> int:
+    todo_id = arguments.get("id")
+    if not isinstance(todo_id, int) or isinstance(todo_id, bool):
+        raise TodoError("id must be the integer id of a todo; call list_todos to find it.", "id")
+    return todo_id
+
+
+def run_list_todos(member: Member, arguments: dict[str, Any]) -> dict[str, Any]:
+    completed, limit = arguments.get("completed"), arguments.get("limit", PAGE_DEFAULT)
+    if completed is not None and not isinstance(completed, bool):
+        raise TodoError("completed must be true, false or left out.", "completed")
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise TodoError(f"limit must be an integer from 1 to {PAGE_MAX}.", "limit")
+    cursor = arguments.get("cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise TodoError("cursor must be the next_cursor string of the previous page.", "cursor")
+    page, next_cursor = list_todos(member, completed, limit, cursor)
+    return {"todos": [todo_json(t) for t in page], "next_cursor": next_cursor}
+
+
+def run_update_todo(member: Member, arguments: dict[str, Any]) -> dict[str, Any]:
+    fields = {k: v for k, v in arguments.items() if k != "id"}
+    if not fields:
+        raise TodoError("Give at least one of title, notes, completed or due_date to change.")
+    return todo_json(update_todo(member, todo_id_argument(arguments), fields))
+
+
+def run_delete_todo(member: Member, arguments: dict[str, Any]) -> dict[str, Any]:
+    todo_id = todo_id_argument(arguments)
+    delete_todo(member, todo_id)
+    return {"deleted": True, "id": todo_id}
+
+
+READ = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True}
+TOOLS = {
+    tool.name: tool
+    for tool in [
+        Tool(
+            "whoami",
+            "Who am I",
+            "The member this connection acts for, and their organization.",
+            "todos:read",
+            {},
+            [],
+            ME_SCHEMA,
+            READ,
+            lambda member, _: me_json(member),
+        ),
+        Tool(
+            "list_todos",
+            "List todos",
+            "List the organization's todos, newest first. Pass next_cursor back as cursor for more.",
+            "todos:read",
+            {
+                "completed": {"type": "boolean", "description": "Only completed (true) or open (false) todos."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": PAGE_DEFAULT},
+                "cursor": {"type": "string", "description": "next_cursor from the previous page."},
+            },
+            [],
+            todo_page_schema(TODO_SCHEMA),
+            READ,
+            run_list_todos,
+        ),
+        Tool(
+            "add_todo",
+            "Add a todo",
+            "Create a todo in the organization.",
+            "todos:write",
+            TODO_PROPERTIES,
+            ["title"],
+            TODO_SCHEMA,
+            {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False},
+            lambda member, arguments: todo_json(create_todo(member, arguments)),
+        ),
+        Tool(
+            "update_todo",
+            "Update a todo",
+            "Change a todo's title, notes, due date or completion; send only what changes.",
+            "todos:write",
+            {"id": ID_SCHEMA, **TODO_PROPERTIES},
+            ["id"],
+            TODO_SCHEMA,
+            {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": True},
+            run_update_todo,
+        ),
+        Tool(
+            "complete_todo",
+            "Complete a todo",
+            "Mark a todo as done.",
+            "todos:write",
+            {"id": ID_SCHEMA},
+            ["id"],
+            TODO_SCHEMA,
+            {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": True},
+            lambda member, arguments: todo_json(update_todo(member, todo_id_argument(arguments), {"completed": True})),
+        ),
+        Tool(
+            "delete_todo",
+            "Delete a todo",
+            "Delete a todo for good.",
+            "todos:write",
+            {"id": ID_SCHEMA},
+            ["id"],
+            {
+                "type": "object",
+                "required": ["deleted", "id"],
+                "properties": {"deleted": {"type": "boolean"}, "id": {"type": "integer"}},
+            },
+            {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True},
+            run_delete_todo,
+        ),
+    ]
+}
+
+
+class RpcError(Exception):
+    """A JSON-RPC 2.0 error, with the HTTP status the transport answers it with."""
+
+    def __init__(self, code: int, message: str, status: int = 200) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def rpc_response(message_id: Any, result: Any = None, error: RpcError | None = None) -> Response:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": message_id}
+    if error:
+        body["error"] = {"code": error.code, "message": error.message}
+    else:
+        body["result"] = result
+    response = jsonify(body)
+    response.status_code = error.status if error else 200
+    return response
+
+
+def mcp_origin_allowed(origin: str) -> bool:
+    """A present Origin must be allowed (MCP transports: DNS-rebinding protection)."""
+    allowed = current_app.config["MCP_ALLOWED_ORIGINS"]
+    return "*" in allowed or origin in allowed or origin == issuer()
+
+
+def read_rpc_message() -> dict[str, Any]:
+    """Parse one JSON-RPC message; batches were removed from MCP in 2025-06-18."""
+    if (request.content_length or 0) > MCP_MAX_BODY:
+        raise RpcError(-32600, f"The message is larger than {MCP_MAX_BODY} bytes.", 413)
+    try:
+        message = json.loads(request.get_data(cache=False) or b"")
+    except ValueError:
+        raise RpcError(-32700, "Parse error: the body is not JSON.", 400) from None
+    if isinstance(message, list):
+        raise RpcError(-32600, "Batches are not supported; send one message per request.", 400)
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        raise RpcError(-32600, "Invalid request: expected a JSON-RPC 2.0 object.", 400)
+    return message
+
+
+@bp.route("/mcp", methods=["POST", "GET", "DELETE"], strict_slashes=True)
+@csrf.exempt
+def mcp() -> Response:
+    """The MCP server: one JSON-RPC message per POST, answered with JSON."""
+    if request.method != "POST":  # no SSE stream and no sessions to end
+        return Response(status=405, headers={"Allow": "POST"})
+    origin = request.headers.get("Origin")
+    if origin and not mcp_origin_allowed(origin):
+        return rpc_response(None, error=RpcError(-32600, f"Origin {origin} is not allowed.", 403))
+    version = request.headers.get("MCP-Protocol-Version")
+    if version and version not in MCP_PROTOCOL_VERSIONS:
+        return rpc_response(None, error=RpcError(-32600, f"Unsupported MCP-Protocol-Version {version}.", 400))
+    try:
+        bearer = authenticate_bearer([mcp_resource()], None)
+    except BearerError as error:
+        error.scope = MCP_SCOPES
+        return bearer_error_response(error, mcp_resource())
+    try:
+        message = read_rpc_message()
+    except RpcError as error:
+        return rpc_response(None, error=error)
+    if "id" not in message:  # a notification, or a response to us
+        return Response(status=202)
+    method, params = message.get("method"), message.get("params", {})
+    try:
+        if not isinstance(method, str) or not isinstance(params, dict):
+            raise RpcError(-32600, "Invalid request: method must be a string and params an object.", 400)
+        if method == "tools/call":
+            return call_tool(message["id"], params, bearer)
+        return rpc_response(message["id"], mcp_result(method, params))
+    except RpcError as error:
+        return rpc_response(message["id"], error=error)
+
+
+def mcp_result(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Answer initialize, ping and tools/list; anything else is unknown (-32601)."""
+    if method == "initialize":
+        requested = params.get("protocolVersion")
+        return {
+            "protocolVersion": requested if requested in MCP_PROTOCOL_VERSIONS else MCP_PROTOCOL_VERSIONS[0],
+            "capabilities": {"tools": {"listChanged": False}},
+            "serverInfo": {"name": "connected-todos", "title": "Connected Todos", "version": "1.0.0"},
+            "instructions": "Manage the todos of the member's organization. Call list_todos to find ids.",
+        }
+    if method == "ping":
+        return {}
+    if method == "tools/list":
+        return {"tools": [tool.describe() for tool in TOOLS.values()]}
+    raise RpcError(-32601, f"Method not found: {method}")
+
+
+def call_tool(message_id: Any, params: dict[str, Any], bearer: Bearer) -> Response:
+    """Run a tool with the REST API's rules; a bad argument is a tool error the model can fix."""
+    tool = TOOLS.get(params.get("name"))  # type: ignore[arg-type]
+    if tool is None:
+        raise RpcError(-32602, f"Unknown tool {params.get('name')!r}. Tools: {', '.join(TOOLS)}.")
+    arguments = params.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise RpcError(-32602, "arguments must be an object.")
+    if tool.scope not in bearer.scope:
+        error = BearerError("insufficient_scope", f"{tool.name} needs the {tool.scope} scope.", 403)
+        error.scope = tool.scope
+        challenge = bearer_challenge(error, mcp_resource())
+        result = tool_error(error.description)
+        result["_meta"] = {"mcp/www_authenticate": [challenge]}
+        return bearer_error_response(error, mcp_resource(), {"jsonrpc": "2.0", "id": message_id, "result": result})
+    if unknown := sorted(set(arguments) - set(tool.input_properties)):
+        takes = ", ".join(tool.input_properties) or "no arguments"
+        return rpc_response(message_id, tool_error(f"Unknown argument {unknown[0]!r}. {tool.name} takes: {takes}."))
+    try:
+        structured = tool.run(bearer.member, arguments)
+    except TodoError as error:
+        return rpc_response(message_id, tool_error(error.message))
+    content = [{"type": "text", "text": json.dumps(structured)}]
+    return rpc_response(message_id, {"content": content, "structuredContent": structured, "isError": False})
+
+
+def tool_error(message: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": message}], "isError": True}
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. openapi.yaml, generated from the views with apispec
 # ---------------------------------------------------------------------------------------------
 
 OPENAPI_BASE_URL = "http://127.0.0.1:5000"  # the committed file's; /openapi.yaml uses the real one
 API_VIEWS = [api_me, api_list_todos, api_create_todo, api_get_todo, api_update_todo, api_delete_todo]
-
-TODO_PROPERTIES = {
-    "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX, "description": "What to do."},
-    "notes": {"type": "string", "maxLength": NOTES_MAX, "description": "Details, may be empty."},
-    "completed": {"type": "boolean", "description": "Whether it is done."},
-    "due_date": {"type": ["string", "null"], "format": "date", "description": "Due date, YYYY-MM-DD."},
-}
 
 
 def error_response(description: str) -> dict[str, Any]:
@@ -2004,23 +2531,7 @@ def openapi_spec(base_url: str) -> dict[str, Any]:
             },
         },
     )
-    spec.components.schema(
-        "Todo",
-        {
-            "type": "object",
-            "required": ["id", "title", "notes", "completed", "due_date", "created_at", "updated_at", "created_by"],
-            "properties": {
-                "id": {"type": "integer"},
-                **TODO_PROPERTIES,
-                "created_at": {"type": "string", "format": "date-time"},
-                "updated_at": {"type": "string", "format": "date-time"},
-                "created_by": {
-                    "type": ["object", "null"],
-                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
-                },
-            },
-        },
-    )
+    spec.components.schema("Todo", TODO_SCHEMA)
     spec.components.schema(
         "TodoCreate",
         {"type": "object", "required": ["title"], "properties": TODO_PROPERTIES, "additionalProperties": False},
@@ -2028,37 +2539,8 @@ def openapi_spec(base_url: str) -> dict[str, Any]:
     spec.components.schema(
         "TodoUpdate", {"type": "object", "properties": TODO_PROPERTIES, "additionalProperties": False}
     )
-    spec.components.schema(
-        "TodoPage",
-        {
-            "type": "object",
-            "required": ["todos", "next_cursor"],
-            "properties": {
-                "todos": {"type": "array", "items": {"$ref": "#/components/schemas/Todo"}},
-                "next_cursor": {
-                    "type": ["string", "null"],
-                    "description": "Pass as cursor for the next page; null at the end.",
-                },
-            },
-        },
-    )
-    spec.components.schema(
-        "Me",
-        {
-            "type": "object",
-            "required": ["id", "name", "email", "role", "organization"],
-            "properties": {
-                "id": {"type": "integer"},
-                "name": {"type": "string"},
-                "email": {"type": "string"},
-                "role": {"type": "string", "enum": ["admin", "member"]},
-                "organization": {
-                    "type": "object",
-                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "slug": {"type": "string"}},
-                },
-            },
-        },
-    )
+    spec.components.schema("TodoPage", todo_page_schema({"$ref": "#/components/schemas/Todo"}))
+    spec.components.schema("Me", ME_SCHEMA)
     spec.components.schema(
         "Error",
         {
@@ -2107,7 +2589,7 @@ def openapi_document() -> Response:
 
 
 # ---------------------------------------------------------------------------------------------
-# 13. CLI commands
+# 14. CLI commands
 # ---------------------------------------------------------------------------------------------
 
 cli = AppGroup("commands", help="Connected Todos commands.")
@@ -2231,6 +2713,24 @@ def create_member_command(slug: str, email: str, password: str, name: str | None
     except sa.exc.IntegrityError:
         raise click.ClickException(f"{email} is already a member of {slug}.") from None
     click.echo(f"{member.email} is a{'n' if role == 'admin' else ''} {role} of {org.slug}")
+
+
+@cli.command("prune-clients")
+@click.option("--days", default=7, show_default=True, help="Only registrations at least this old.")
+@click.option("--delete", is_flag=True, help="Delete them; without it, only list them.")
+def prune_clients_command(days: int, delete: bool) -> None:
+    """List self-registered clients that were never used, and delete them with --delete."""
+    cutoff = utcnow() - timedelta(days=days)
+    unused = db.session.scalars(
+        sa.select(Client).where(Client.self_registered, Client.last_used_at.is_(None), Client.created_at <= cutoff)
+    ).all()
+    for client in unused:
+        click.echo(f"{client.client_id}  {client.name}  registered {client.created_at:%Y-%m-%d}")
+    if delete and unused:
+        for client in unused:
+            db.session.delete(client)
+        db.session.commit()
+    click.echo(f"{len(unused)} unused registration(s){' deleted' if delete else ''}.")
 
 
 @cli.command("rotate-keys")

@@ -39,6 +39,7 @@ GPT_CALLBACK = "https://chat.openai.com/aip/g-0635bc4d3822cb8e34e6970c89332f8fe4
 @pytest.fixture(scope="session")
 def app():
     flask_app = todo_app.app
+    flask_app.config["REGISTRATION_RATE_LIMIT"] = "10000 per minute"  # the rate-limit tests set their own
     with flask_app.app_context():
         db.drop_all()
         db.create_all()

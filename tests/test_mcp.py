@@ -1,0 +1,357 @@
+"""The MCP endpoint over raw HTTP: transport rules, the 401/403 challenges (RFC 6750, RFC 9728),
+audience binding (RFC 8707), tool results, Origin and CORS."""
+
+import json
+
+import pytest
+import requests
+from conftest import Person
+from conftest import bearer
+from conftest import callback_params
+from conftest import exchange
+from conftest import gpt_params
+from conftest import pkce_pair
+
+VERSION = {"MCP-Protocol-Version": "2025-11-25"}
+
+
+def mcp_client(world):
+    """A client as an MCP client registers itself (RFC 7591), public with PKCE."""
+    response = requests.post(
+        f"{world.base_url}/oauth/register",
+        json={
+            "client_name": "Raw MCP client",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    from conftest import Client
+
+    return Client(response.json()["client_id"], None, "http://127.0.0.1/callback")
+
+
+def mcp_token(base_url, email, client, scope="todos:read todos:write", **extra) -> dict:
+    verifier, challenge = pkce_pair()
+    params = gpt_params(client, scope=scope, code_challenge=challenge, code_challenge_method="S256", **extra)
+    code = callback_params(Person(base_url, email).authorize(params))["code"]
+    resource = {"resource": extra["resource"]} if "resource" in extra else {}
+    response = exchange(base_url, client, code, style="none", code_verifier=verifier, **resource)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def mcp_access(base_url, org, world) -> str:
+    return mcp_token(base_url, org.admin_email, mcp_client(world), resource=f"{base_url}/mcp")["access_token"]
+
+
+def rpc(base_url, token, method, params=None, message_id=1, headers=None) -> requests.Response:
+    body = {"jsonrpc": "2.0", "method": method}
+    if message_id is not None:
+        body["id"] = message_id
+    if params is not None:
+        body["params"] = params
+    return requests.post(f"{base_url}/mcp", json=body, headers={**bearer(token), **VERSION, **(headers or {})})
+
+
+# RFC 9728 protected resource metadata.
+
+
+@pytest.mark.parametrize("path", ["/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"])
+def test_protected_resource_metadata_names_the_mcp_endpoint(base_url, path):
+    metadata = requests.get(base_url + path).json()
+    assert metadata["resource"] == f"{base_url}/mcp"
+    assert metadata["authorization_servers"] == [base_url]
+    assert metadata["bearer_methods_supported"] == ["header"]
+    assert set(metadata["scopes_supported"]) == {"todos:read", "todos:write"} and metadata["resource_name"]
+
+
+def test_authorization_server_metadata_has_what_mcp_clients_need(base_url):
+    metadata = requests.get(f"{base_url}/.well-known/oauth-authorization-server").json()
+    assert metadata["registration_endpoint"] == f"{base_url}/oauth/register"
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert "none" in metadata["token_endpoint_auth_methods_supported"]
+    assert metadata["authorization_response_iss_parameter_supported"] is True
+    assert "offline_access" in metadata["scopes_supported"]
+
+
+# 401 challenges (RFC 6750 §3, RFC 9728 §5.1).
+
+
+def test_no_token_gets_401_with_resource_metadata_and_no_error(base_url):
+    response = requests.post(f"{base_url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize"})
+    challenge = response.headers["WWW-Authenticate"]
+    assert response.status_code == 401 and "error=" not in challenge
+    assert f'resource_metadata="{base_url}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert 'scope="todos:read todos:write"' in challenge
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b.c"])
+def test_an_invalid_token_gets_invalid_token(base_url, token):
+    response = rpc(base_url, token, "ping")
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert "resource_metadata=" in response.headers["WWW-Authenticate"]
+
+
+def test_an_api_token_is_rejected_at_mcp_and_the_other_way_round(base_url, tokens, mcp_access):
+    at_mcp = rpc(base_url, tokens["access_token"], "ping")
+    assert at_mcp.status_code == 401 and 'error="invalid_token"' in at_mcp.headers["WWW-Authenticate"]
+    at_api = requests.get(f"{base_url}/api/todos", headers=bearer(mcp_access))
+    assert at_api.status_code == 401
+    assert (
+        f'resource_metadata="{base_url}/.well-known/oauth-protected-resource/api"' in at_api.headers["WWW-Authenticate"]
+    )
+
+
+def test_an_expired_or_revoked_token_is_401(base_url, org, world):
+    client = mcp_client(world)
+    body = mcp_token(base_url, org.admin_email, client)
+    assert rpc(base_url, body["access_token"], "ping").status_code == 200
+    requests.post(f"{base_url}/oauth/revoke", data={"token": body["refresh_token"], "client_id": client.client_id})
+    assert rpc(base_url, body["access_token"], "ping").status_code == 401
+
+
+# RFC 8707 resource indicators.
+
+
+def test_a_resource_names_the_audience(base_url, org, world):
+    client = mcp_client(world)
+    body = mcp_token(base_url, org.admin_email, client, resource=f"{base_url}/api")
+    assert requests.get(f"{base_url}/api/me", headers=bearer(body["access_token"])).status_code == 200
+    assert rpc(base_url, body["access_token"], "ping").status_code == 401
+
+
+def test_without_a_resource_a_self_registered_client_gets_an_mcp_token(base_url, org, world):
+    body = mcp_token(base_url, org.admin_email, mcp_client(world))
+    assert rpc(base_url, body["access_token"], "ping").status_code == 200
+
+
+def test_without_a_resource_an_operator_registered_client_gets_an_api_token(base_url, tokens):
+    assert requests.get(f"{base_url}/api/me", headers=bearer(tokens["access_token"])).status_code == 200
+    assert rpc(base_url, tokens["access_token"], "ping").status_code == 401
+
+
+def test_an_unknown_resource_gets_invalid_target_at_idp(base_url, org, world):
+    client = mcp_client(world)
+    _, challenge = pkce_pair()
+    params = gpt_params(
+        client, code_challenge=challenge, code_challenge_method="S256", resource="https://evil.test/mcp"
+    )
+    cb = callback_params(Person(base_url, org.admin_email).authorize(params))
+    assert cb["error"] == "invalid_target" and cb["iss"] == base_url and "state" in cb
+
+
+def test_a_different_resource_at_the_token_endpoint_gets_invalid_target(base_url, org, world):
+    client = mcp_client(world)
+    verifier, challenge = pkce_pair()
+    params = gpt_params(client, code_challenge=challenge, code_challenge_method="S256", resource=f"{base_url}/mcp")
+    code = callback_params(Person(base_url, org.admin_email).authorize(params))["code"]
+    response = exchange(base_url, client, code, style="none", code_verifier=verifier, resource=f"{base_url}/api")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_target"
+
+
+def test_refresh_keeps_the_audience_and_checks_the_resource(base_url, org, world):
+    client = mcp_client(world)
+    body = mcp_token(base_url, org.admin_email, client, resource=f"{base_url}/mcp")
+    data = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": client.client_id}
+    wrong = requests.post(f"{base_url}/oauth/token", data={**data, "resource": "https://evil.test/"})
+    assert wrong.json()["error"] == "invalid_target"
+    refreshed = requests.post(f"{base_url}/oauth/token", data=data).json()
+    assert rpc(base_url, refreshed["access_token"], "ping").status_code == 200
+
+
+# The transport: one JSON-RPC message per POST.
+
+
+def test_initialize_negotiates_the_protocol_version(base_url, mcp_access):
+    for asked, answered in [
+        ("2025-11-25", "2025-11-25"),
+        ("2025-06-18", "2025-06-18"),
+        ("2025-03-26", "2025-03-26"),
+        ("2024-01-01", "2025-11-25"),
+    ]:
+        result = rpc(
+            base_url,
+            mcp_access,
+            "initialize",
+            {"protocolVersion": asked, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+        ).json()
+        assert result["result"]["protocolVersion"] == answered
+        assert result["result"]["capabilities"]["tools"] and result["result"]["serverInfo"]["name"]
+
+
+def test_notifications_get_202_and_no_body(base_url, mcp_access):
+    response = rpc(base_url, mcp_access, "notifications/initialized", message_id=None)
+    assert response.status_code == 202 and response.content == b""
+
+
+def test_ping(base_url, mcp_access):
+    assert rpc(base_url, mcp_access, "ping", message_id="p1").json() == {"jsonrpc": "2.0", "id": "p1", "result": {}}
+
+
+def test_an_unknown_method_gets_32601(base_url, mcp_access):
+    response = rpc(base_url, mcp_access, "server/discover")
+    assert response.json()["error"]["code"] == -32601
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "status"),
+    [
+        (b"{not json", -32700, 400),
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', -32600, 400),
+        (b'{"id": 1, "method": "ping"}', -32600, 400),
+        (b'"ping"', -32600, 400),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": 5}', -32600, 400),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []}', -32600, 400),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "x": "' + b"a" * 70000 + b'"}', -32600, 413),
+    ],
+)
+def test_malformed_messages_get_a_json_rpc_error(base_url, mcp_access, data, code, status):
+    headers = {**bearer(mcp_access), **VERSION, "Content-Type": "application/json"}
+    response = requests.post(f"{base_url}/mcp", data=data, headers=headers)
+    assert response.status_code == status and response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize("params", [{"name": "nope"}, {"name": "list_todos", "arguments": [1]}, {}])
+def test_invalid_tool_call_params_get_32602(base_url, mcp_access, params):
+    assert rpc(base_url, mcp_access, "tools/call", params).json()["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_get_and_delete_are_405(base_url, mcp_access, method):
+    assert requests.request(method, f"{base_url}/mcp", headers=bearer(mcp_access)).status_code == 405
+
+
+def test_the_path_is_exactly_mcp_without_a_trailing_slash_redirect(base_url, mcp_access):
+    response = requests.post(f"{base_url}/mcp/", json={}, headers=bearer(mcp_access), allow_redirects=False)
+    assert response.status_code == 404
+
+
+def test_an_unsupported_protocol_version_header_is_400(base_url, mcp_access):
+    response = rpc(base_url, mcp_access, "ping", headers={"MCP-Protocol-Version": "1999-01-01"})
+    assert response.status_code == 400
+
+
+def test_a_disallowed_origin_gets_403_and_an_allowed_one_passes(base_url, mcp_access):
+    assert rpc(base_url, mcp_access, "ping", headers={"Origin": "https://evil.test"}).status_code == 403
+    assert rpc(base_url, mcp_access, "ping", headers={"Origin": "https://chatgpt.com"}).status_code == 200
+    assert rpc(base_url, mcp_access, "ping", headers={"Origin": base_url}).status_code == 200
+
+
+def test_allowed_origins_are_configurable(app, base_url, mcp_access):
+    app.config["MCP_ALLOWED_ORIGINS"] = ["https://inspector.example.com"]
+    try:
+        assert rpc(base_url, mcp_access, "ping", headers={"Origin": "https://chatgpt.com"}).status_code == 403
+        assert rpc(base_url, mcp_access, "ping", headers={"Origin": "https://inspector.example.com"}).status_code == 200
+    finally:
+        app.config["MCP_ALLOWED_ORIGINS"] = list(__import__("app").DEFAULT_MCP_ORIGINS)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/mcp",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+        "/oauth/token",
+        "/oauth/register",
+    ],
+)
+def test_cors_lets_browser_clients_in(base_url, path):
+    preflight = requests.options(
+        base_url + path,
+        headers={
+            "Origin": "http://localhost:6274",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, mcp-protocol-version",
+        },
+    )
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+
+
+def test_cors_exposes_the_challenge(base_url):
+    response = requests.post(f"{base_url}/mcp", json={}, headers={"Origin": "http://localhost:6274"})
+    exposed = response.headers["Access-Control-Expose-Headers"].lower()
+    assert "www-authenticate" in exposed and "mcp-session-id" in exposed
+
+
+# Tools.
+
+
+def test_tools_list_describes_each_tool(base_url, mcp_access):
+    tools = {t["name"]: t for t in rpc(base_url, mcp_access, "tools/list").json()["result"]["tools"]}
+    assert set(tools) == {"whoami", "list_todos", "add_todo", "update_todo", "complete_todo", "delete_todo"}
+    for tool in tools.values():
+        assert tool["inputSchema"]["type"] == "object" and tool["outputSchema"]["type"] == "object"
+        assert {"readOnlyHint", "destructiveHint", "idempotentHint"} <= set(tool["annotations"])
+    assert tools["list_todos"]["annotations"]["readOnlyHint"] is True
+    assert tools["delete_todo"]["annotations"]["destructiveHint"] is True
+    assert tools["add_todo"]["annotations"]["idempotentHint"] is False
+
+
+def call(base_url, token, name, arguments):
+    return rpc(base_url, token, "tools/call", {"name": name, "arguments": arguments})
+
+
+def test_a_tool_result_has_structured_content(base_url, mcp_access):
+    result = call(base_url, mcp_access, "add_todo", {"title": "Through MCP"}).json()["result"]
+    assert result["isError"] is False and result["structuredContent"]["title"] == "Through MCP"
+    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "hint"),
+    [
+        ("add_todo", {}, "title"),
+        ("add_todo", {"title": "x" * 201}, "200"),
+        ("add_todo", {"title": "ok", "due_date": "soon"}, "due_date"),
+        ("add_todo", {"title": "ok", "colour": "red"}, "colour"),
+        ("update_todo", {"id": "one", "title": "x"}, "list_todos"),
+        ("update_todo", {"id": 1}, "at least one"),
+        ("complete_todo", {"id": 999999}, "no todo"),
+        ("list_todos", {"limit": 1000}, "limit"),
+        ("list_todos", {"cursor": "bogus!"}, "cursor"),
+        ("list_todos", {"completed": "yes"}, "completed"),
+    ],
+)
+def test_an_invalid_argument_is_a_tool_error_that_helps(base_url, mcp_access, name, arguments, hint):
+    response = call(base_url, mcp_access, name, arguments)
+    result = response.json()["result"]
+    assert response.status_code == 200 and result["isError"] is True and hint in result["content"][0]["text"]
+
+
+def test_a_tool_without_its_scope_gets_403_and_the_challenge_in_meta(base_url, org, world):
+    token = mcp_token(base_url, org.admin_email, mcp_client(world), scope="todos:read")["access_token"]
+    assert call(base_url, token, "list_todos", {}).json()["result"]["isError"] is False
+    response = call(base_url, token, "add_todo", {"title": "nope"})
+    assert response.status_code == 403
+    challenge = response.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="todos:write"' in challenge
+    assert "resource_metadata=" in challenge
+    result = response.json()["result"]
+    assert result["isError"] is True and result["_meta"]["mcp/www_authenticate"] == [challenge]
+
+
+def test_tools_never_cross_organizations(base_url, world):
+    mine, theirs = world.org(), world.org()
+    client = mcp_client(world)
+    their_token = mcp_token(base_url, theirs.admin_email, client)["access_token"]
+    my_token = mcp_token(base_url, mine.admin_email, client)["access_token"]
+    secret = call(base_url, their_token, "add_todo", {"title": "Their secret"}).json()["result"]["structuredContent"]
+    listed = call(base_url, my_token, "list_todos", {"limit": 100}).json()["result"]["structuredContent"]["todos"]
+    assert secret["id"] not in [t["id"] for t in listed]
+    for name, arguments in [
+        ("update_todo", {"id": secret["id"], "title": "mine"}),
+        ("complete_todo", {"id": secret["id"]}),
+        ("delete_todo", {"id": secret["id"]}),
+    ]:
+        result = call(base_url, my_token, name, arguments).json()["result"]
+        assert result["isError"] is True and "no todo" in result["content"][0]["text"]
+    assert (
+        call(base_url, their_token, "list_todos", {}).json()["result"]["structuredContent"]["todos"][0]["title"]
+        == "Their secret"
+    )
