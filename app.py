@@ -40,6 +40,7 @@ from functools import wraps
 from ipaddress import ip_address
 from typing import Any
 from urllib.parse import unquote
+from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 import click
@@ -63,6 +64,7 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oidc.core.errors import ConsentRequiredError
+from authlib.oidc.core.errors import LoginRequiredError
 from authlib.oidc.core.grants import OpenIDCode
 from flask import Blueprint
 from flask import Flask
@@ -100,6 +102,7 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash
 from werkzeug.security import generate_password_hash
@@ -180,6 +183,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or secret_key(app)
+    if is_production() and not app.config["PUBLIC_URL"]:
+        # The issuer must not follow a Host or X-Forwarded-Host header an attacker chose (RFC 9700 §4.13).
+        raise SystemExit(
+            "PUBLIC_URL is not set. Set it to the app's public https origin, e.g. https://todos.example.com."
+        )
     app.session_interface = SessionInterface()
     # Behind a TLS-terminating proxy the request's scheme and host come from X-Forwarded-*.
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)
@@ -204,8 +212,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     server.init_app(app, query_client=query_client, save_token=save_token)
     app.register_blueprint(bp)
+    app.before_request(reject_unstorable_input)
+    app.after_request(security_headers)
     app.register_error_handler(CSRFError, csrf_error)
-    app.register_error_handler(429, too_many_requests)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(sa.exc.OperationalError, database_unavailable)
     for command in cli.commands.values():
         app.cli.add_command(command)
 
@@ -230,11 +241,15 @@ def database_url(app: Flask) -> str:
     return url
 
 
+def is_production() -> bool:
+    return os.environ.get("APP_ENV") == "production"
+
+
 def secret_key(app: Flask) -> str:
     """Read SECRET_KEY; in development, generate one and keep it in instance/."""
     if key := os.environ.get("SECRET_KEY"):
         return key
-    if os.environ.get("APP_ENV") == "production":
+    if is_production():
         raise SystemExit(
             "SECRET_KEY is not set. Set it to a long random value, for example the output of "
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
@@ -376,12 +391,15 @@ class Client(ClientMixin, db.Model):
         # With several registered URIs the request must name one (RFC 6749 §3.1.2.3).
         return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
 
-    def get_allowed_scope(self, scope: str) -> str:
-        """An absent scope means the registered one (RFC 6749 §3.3); otherwise the overlap."""
-        allowed = scope_to_list(self.scope)
+    def get_allowed_scope(self, scope: str) -> str | None:
+        """An absent scope means the registered one (RFC 6749 §3.3); otherwise the overlap, and
+        None (invalid_scope) when nothing asked for is allowed, so a narrow request can never
+        turn into the registered scope behind the consent page's back."""
         if not scope:
             return self.scope
-        return " ".join(s for s in scope_to_list(scope) if s in allowed)
+        allowed = scope_to_list(self.scope)
+        granted = [s for s in dict.fromkeys(scope_to_list(scope)) if s in allowed]
+        return " ".join(granted) or None
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return any(redirect_uri_matches(uri, redirect_uri) for uri in self.redirect_uris)
@@ -431,6 +449,7 @@ class AuthorizationCode(db.Model):
     code_challenge_method: Mapped[str | None] = mapped_column(sa.String(10))
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    replayed_at: Mapped[datetime | None]  # someone presented it again after it was used
 
     # The interface Authlib's grants and OpenIDCode read.
     def get_redirect_uri(self) -> str | None:
@@ -612,6 +631,60 @@ def check_uri(uri: str) -> str | None:
     return None
 
 
+MAX_PARAMETER_LENGTH = 8192
+
+
+def storable(value: Any) -> bool:
+    """Whether every string in ``value`` is text a database can store: UTF-8, no NUL."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, such as JSON's "\ud800"
+            return False
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(storable(k) and storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable(v) for v in value)
+    return True
+
+
+def read_json() -> Any:
+    """The request body as JSON; ValueError when it is not JSON or not storable text."""
+    try:
+        data = json.loads(request.get_data(cache=True) or b"")
+    except (ValueError, RecursionError):
+        raise ValueError("The body is not valid JSON.") from None
+    if not storable(data):
+        raise ValueError("The body contains text that is not valid UTF-8, or a NUL character.")
+    return data
+
+
+def reject_unstorable_input() -> Response | None:
+    """Refuse query and form values that no column could store, before any view reads them."""
+    sources = [request.args] if request.is_json else [request.args, request.form]
+    for values in sources:
+        for key, value in values.items(multi=True):
+            if not storable(key) or not storable(value) or len(value) > MAX_PARAMETER_LENGTH:
+                return protocol_error(400, f"The parameter {key[:40]!r} is too long or is not valid text.")
+    return None
+
+
+def security_headers(response: Response) -> Response:
+    """No page may be framed (RFC 9700 §4.16), and no URL with a code or token leaks as a Referer."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype == "text/html":
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        )
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Members: sign-up, login, organization choice, logout, adding members
 # ---------------------------------------------------------------------------------------------
@@ -784,18 +857,60 @@ def members() -> Any:
     return render_template("members.html", members=people)
 
 
-def too_many_requests(error: Any) -> Response:
-    """429 in each protocol's own format: OAuth JSON, JSON-RPC, API JSON, or a page for people."""
-    message = f"Too many requests ({error.description}). Try again later."
-    if request.path.startswith("/oauth/"):  # RFC 6749 §4.1.2.1 names this condition
-        response = jsonify({"error": "temporarily_unavailable", "error_description": message})
-    elif request.path == "/mcp":
-        response = jsonify({"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": message}})
-    elif request.path.startswith("/api/"):
-        response = jsonify({"error": "rate_limited", "message": message})
+# The error code each protocol uses for an HTTP status, for errors raised outside the protocols'
+# own handlers (an unknown path, a wrong method, a body too large, a rate limit, an outage).
+OAUTH_ERRORS = {429: "temporarily_unavailable", 500: "server_error", 503: "temporarily_unavailable"}
+PAGE_TITLES = {
+    400: "That request was not understood",
+    403: "You cannot open this page",
+    404: "Page not found",
+    405: "That is not allowed here",
+    413: "That request is too large",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "The service is briefly unavailable",
+}
+
+
+def protocol_error(status: int, message: str) -> Response:
+    """An error in the format of the protocol the path speaks: OAuth JSON (RFC 6749 §5.2),
+    JSON-RPC for /mcp, the API's JSON, or a readable page for a person."""
+    path = request.path
+    if path.startswith(("/oauth/", "/.well-known/")):
+        response = jsonify({"error": OAUTH_ERRORS.get(status, "invalid_request"), "error_description": message})
+    elif path == "/mcp":
+        response = jsonify(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600 if status < 500 else -32603, "message": message}}
+        )
+    elif path.startswith("/api/"):
+        response = jsonify({"error": "not_found" if status == 404 else "invalid_request", "message": message})
     else:
-        response = Response(render_template("error.html", title="Too many requests", message=message))
-    response.status_code = 429
+        title = PAGE_TITLES.get(status, "Something went wrong")
+        response = Response(render_template("error.html", title=title, message=message))
+    response.status_code = status
+    return response
+
+
+def http_error(error: HTTPException) -> Response:
+    """Every HTTP error in its protocol's format, never with a stack trace."""
+    status = error.code or 500
+    message = error.description or ""
+    if status == 429:
+        message = f"Too many requests ({message}). Try again later."
+    elif status >= 500:
+        message = "The server could not finish this request."
+    response = protocol_error(status, message)
+    if valid_methods := getattr(error, "valid_methods", None):  # 405 names what is allowed
+        response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def database_unavailable(error: sa.exc.OperationalError) -> Response:
+    """A database outage answers 503 in the protocol's format; nothing half-written stays."""
+    db.session.rollback()
+    log.error("database unavailable: %s", error.__class__.__name__)
+    response = protocol_error(503, "The database is unavailable. Try again shortly.")
+    response.headers["Retry-After"] = "5"
     return response
 
 
@@ -808,6 +923,7 @@ def csrf_error(error: CSRFError) -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 TITLE_MAX = 200
+ID_LIMIT = 2**31  # ids are 32-bit integers on every database
 NOTES_MAX = 5000
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
@@ -876,7 +992,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix == "id" and value.isdigit():
+        if prefix == "id" and value.isascii() and value.isdigit() and 0 < int(value) < ID_LIMIT:
             return int(value)
     except ValueError:
         pass
@@ -901,7 +1017,7 @@ def list_todos(
 
 def get_todo(member: Member, todo_id: int) -> Todo:
     """A todo of the member's organization; another organization's todo does not exist."""
-    todo = db.session.scalar(todo_query(member).where(Todo.id == todo_id))
+    todo = db.session.scalar(todo_query(member).where(Todo.id == todo_id)) if 0 < todo_id < ID_LIMIT else None
     if todo is None:
         raise TodoError("There is no todo with that id.", "id", 404)
     return todo
@@ -1187,8 +1303,9 @@ class OAuth2Request(FlaskOAuth2Request):
     def __init__(self, flask_request: Any) -> None:
         super().__init__(flask_request)
         self._body = request_body(flask_request)
-        values = MultiDict(flask_request.args)
-        values.update(self._body)
+        # The authorization endpoint takes its parameters from the query (RFC 6749 §3.1), even on
+        # the consent form's POST; the other endpoints from the body only (§3.2).
+        values = MultiDict(flask_request.args) if flask_request.endpoint == "main.authorize" else self._body
         self.payload = Payload(normalized(values))
 
     @property
@@ -1203,9 +1320,12 @@ def normalize_scope(scope: str) -> str:
 def request_body(flask_request: Any) -> MultiDict[str, str]:
     """Read a form or JSON body into one MultiDict of strings, with the scope normalized."""
     if flask_request.is_json:
-        data = flask_request.get_json(silent=True)
+        try:
+            data = read_json()
+        except ValueError:
+            data = None  # answered as a request without the needed parameters
         items = data.items() if isinstance(data, dict) else []
-        body = MultiDict([(k, v if isinstance(v, str) else json.dumps(v)) for k, v in items])
+        body = MultiDict([(k, v if isinstance(v, str) else json.dumps(v)) for k, v in items if v is not None])
     else:
         body = MultiDict(flask_request.form)
     return normalized(body)
@@ -1240,6 +1360,50 @@ class AuthorizationServer(_AuthorizationServer):
 
 
 server = AuthorizationServer()
+
+
+# Client authentication (RFC 6749 §2.3.1). Any failure, an unknown client_id included, is one
+# 401 invalid_client with a WWW-Authenticate challenge (§5.2).
+def basic_credentials(oauth_request: OAuth2Request) -> tuple[str, str] | None:
+    scheme, _, value = oauth_request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        client_id, _, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except ValueError:  # bad base64 or not UTF-8
+        return None
+    return unquote(client_id), unquote(secret)  # RFC 6749 §2.3.1 form-encodes both
+
+
+def authenticate_secret_basic(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
+    credentials = basic_credentials(oauth_request)
+    if credentials and (client := query(credentials[0])) and client.check_client_secret(credentials[1]):
+        return client
+    return None
+
+
+def authenticate_secret_post(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
+    client_id, secret = oauth_request.form.get("client_id"), oauth_request.form.get("client_secret")
+    if client_id and secret and (client := query(client_id)) and client.check_client_secret(secret):
+        return client
+    return None
+
+
+def authenticate_public(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
+    client_id = oauth_request.form.get("client_id")
+    if client_id and "client_secret" not in oauth_request.form and "Authorization" not in oauth_request.headers:
+        return query(client_id)
+    return None
+
+
+server.register_client_auth_method("client_secret_basic", authenticate_secret_basic)
+server.register_client_auth_method("client_secret_post", authenticate_secret_post)
+server.register_client_auth_method("none", authenticate_public)
+
+
+def new_client_id() -> str:
+    """A client_id of letters and digits: safe to paste anywhere, a shell argument included."""
+    return generate_token(24)
 
 
 def query_client(client_id: str) -> Client | None:
@@ -1288,6 +1452,12 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
     grant.last_used_at = now
     oauth_request.client.last_used_at = now
     db.session.commit()
+    if oauth_request.payload.grant_type == "authorization_code" and db.session.scalar(
+        sa.select(AuthorizationCode.replayed_at).where(AuthorizationCode.id == grant.authorization_code_id)
+    ):
+        # The response still goes out, as the one answer to the code, but its tokens are dead.
+        revoke_grant(grant, "authorization code replayed during its redemption")
+        db.session.commit()
 
 
 class AccessTokenGenerator(JWTBearerTokenGenerator):
@@ -1400,7 +1570,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             )
         )
         if not redeemed and item is not None and item.used_at is not None:
-            # A second redemption: revoke what the first one issued (RFC 9700 §4.5).
+            # A second redemption: revoke what the first one issued (RFC 9700 §4.5). The mark
+            # on the code catches a first redemption that has not stored its grant yet.
+            db.session.execute(
+                sa.update(AuthorizationCode).where(AuthorizationCode.id == item.id).values(replayed_at=now)
+            )
             db.session.execute(
                 sa.update(Grant)
                 .where(Grant.authorization_code_id == item.id, Grant.revoked_at.is_(None))
@@ -1564,6 +1738,21 @@ def remember_consent(client: Client, member: Member, scope: str) -> None:
     db.session.commit()
 
 
+def needs_fresh_login(prompts: list[str]) -> bool:
+    """prompt=login, or a max_age older than the member's login (OIDC Core §3.1.2.1)."""
+    max_age = request.args.get("max_age", "")
+    too_old = max_age.isascii() and max_age.isdigit() and time.time() - session.get("auth_time", 0) > int(max_age)
+    return "login" in prompts or too_old
+
+
+def redirect_to_login() -> Response:
+    """Log in, then come back to this request, minus what asked for the login (no loop)."""
+    logout_user()
+    query = [(k, v) for k, v in request.args.items(multi=True) if k != "max_age"]
+    query = [(k, " ".join(p for p in v.split() if p != "login")) if k == "prompt" else (k, v) for k, v in query]
+    return redirect(url_for("main.login", returnTo=f"{request.path}?{urlencode([(k, v) for k, v in query if v])}"))
+
+
 @bp.route("/idp", methods=["GET", "POST"])
 def authorize() -> Any:
     """The authorization endpoint: check the request, log the member in, ask for consent."""
@@ -1579,8 +1768,13 @@ def authorize() -> Any:
         return render_template(
             "error.html", title="This sign-in link is not valid", message=error.get_error_description()
         ), 400
-    if member is None:
-        return redirect(url_for("main.login", returnTo=request.full_path))
+    prompts = request.args.get("prompt", "").split()
+    if member is None and "none" in prompts:  # OIDC Core §3.1.2.1: no page may be shown
+        return server.handle_error_response(
+            None, LoginRequiredError(redirect_uri=grant.redirect_uri, state=request.args.get("state"))
+        )
+    if member is None or needs_fresh_login(prompts):
+        return redirect_to_login()
     client, scope = grant.client, grant.request.scope
     if request.method == "POST":
         if request.form.get("decision") != "allow":
@@ -1632,6 +1826,10 @@ class Revocation(RevocationEndpoint):
 
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
 
+    def check_params(self, oauth_request: OAuth2Request, client: Client) -> None:
+        if not oauth_request.form.get("token"):
+            raise InvalidRequestError("Send the token to revoke.")  # any hint is only a hint (§2.1)
+
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         return find_token(token_string, token_type_hint)
 
@@ -1648,6 +1846,10 @@ class Introspection(IntrospectionEndpoint):
 
     CLIENT_AUTH_METHODS = SECRET_AUTH_METHODS
 
+    def check_params(self, oauth_request: OAuth2Request, client: Client) -> None:
+        if not oauth_request.form.get("token"):
+            raise InvalidRequestError("Send the token to introspect.")  # the hint is optional (§2.1)
+
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         return find_token(token_string, token_type_hint)
 
@@ -1662,11 +1864,9 @@ class Introspection(IntrospectionEndpoint):
             "sub": str(grant.member_id),
             "exp": int(token.expires_at.replace(tzinfo=UTC).timestamp()),
             "iss": issuer(),
-            "token_type": "Bearer" if isinstance(token, AccessToken) else "refresh_token",
-            "username": grant.member.email,
         }
         if isinstance(token, AccessToken):
-            claims["aud"] = grant.resource
+            claims.update(token_type="Bearer", aud=grant.resource)
         return claims
 
 
@@ -1678,21 +1878,29 @@ server.register_endpoint(Introspection)
 @csrf.exempt
 def issue_token() -> Response:
     """The token endpoint (RFC 6749 §3.2): authorization_code and refresh_token grants."""
-    return server.create_token_response()
+    return repeated_parameter_error() or server.create_token_response()
+
+
+def repeated_parameter_error() -> Response | None:
+    """RFC 6749 §3.2: request parameters MUST NOT be included more than once."""
+    body = request_body(request)
+    if repeated := [key for key in body if len(body.getlist(key)) > 1]:
+        return server.handle_error_response(None, InvalidRequestError(f"The parameter {repeated[0]} is repeated."))
+    return None
 
 
 @bp.route("/oauth/revoke", methods=["POST"])
 @csrf.exempt
 def revoke_token() -> Response:
     """Revoke an access or refresh token (RFC 7009)."""
-    return server.create_endpoint_response(Revocation.ENDPOINT_NAME)
+    return repeated_parameter_error() or server.create_endpoint_response(Revocation.ENDPOINT_NAME)
 
 
 @bp.route("/oauth/introspect", methods=["POST"])
 @csrf.exempt
 def introspect_token() -> Response:
     """Describe a token to the client it was issued to (RFC 7662)."""
-    return server.create_endpoint_response(Introspection.ENDPOINT_NAME)
+    return repeated_parameter_error() or server.create_endpoint_response(Introspection.ENDPOINT_NAME)
 
 
 REGISTRATION_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
@@ -1706,8 +1914,12 @@ class RegistrationError(Exception):
         self.error, self.description = error, description
 
 
-def registration_metadata(data: Any) -> dict[str, Any]:
-    """Validate RFC 7591 §2 client metadata; unknown fields are ignored, as §2 requires."""
+def registration_metadata() -> dict[str, Any]:
+    """Validate the RFC 7591 §2 client metadata in the body; unknown fields are ignored (§2)."""
+    try:
+        data = read_json()
+    except ValueError as error:
+        raise RegistrationError("invalid_client_metadata", str(error)) from None
     if not isinstance(data, dict):
         raise RegistrationError("invalid_client_metadata", "The body must be a JSON object.")
     uris = data.get("redirect_uris")
@@ -1769,14 +1981,14 @@ def registration_metadata(data: Any) -> dict[str, Any]:
 def register_client_dynamically() -> tuple[Response, int]:
     """Open dynamic client registration (RFC 7591): MCP clients register themselves."""
     try:
-        metadata = registration_metadata(request.get_json(silent=True))
+        metadata = registration_metadata()
     except RegistrationError as error:
         response = jsonify({"error": error.error, "error_description": error.description})
         response.headers["Cache-Control"] = "no-store"
         return response, 400
     secret = None if metadata["token_endpoint_auth_method"] == "none" else secrets.token_urlsafe(32)
     client = Client(
-        client_id=secrets.token_urlsafe(18),
+        client_id=new_client_id(),
         client_secret_hash=sha256(secret) if secret else None,
         name=metadata["client_name"],
         redirect_uris=metadata["redirect_uris"],
@@ -1828,7 +2040,9 @@ def server_metadata() -> dict[str, Any]:
         "introspection_endpoint_auth_methods_supported": SECRET_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "email"],
-        "prompt_values_supported": ["none", "consent"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,  # Discovery §3 defaults it to true
         "authorization_response_iss_parameter_supported": True,
         "service_documentation": f"{base}/",
     }
@@ -1845,7 +2059,7 @@ def metadata() -> Response:
 def jwks() -> Response:
     """The public signing keys, the retired one included until it is removed."""
     response = jsonify(load_keys().public.as_dict())
-    response.cache_control.max_age = 300
+    response.cache_control.max_age = 60  # a rotated-in key shows up within a minute
     response.cache_control.public = True
     return response
 
@@ -1930,6 +2144,12 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def member_id_of(claims: dict[str, Any]) -> int:
+    """The member id in ``sub``, or 0 (no member) when it is not one."""
+    sub = str(claims["sub"])
+    return int(sub) if sub.isascii() and sub.isdigit() and int(sub) < ID_LIMIT else 0
+
+
 def authenticate_bearer(audiences: list[str], required_scope: str | None) -> Bearer:
     """Check the Authorization header's bearer token for one of ``audiences`` and ``required_scope``.
 
@@ -1952,7 +2172,9 @@ def authenticate_bearer(audiences: list[str], required_scope: str | None) -> Bea
             AccessToken.jti == claims["jti"],
             AccessToken.revoked_at.is_(None),
             Grant.revoked_at.is_(None),
+            Member.id == member_id_of(claims),
             Member.organization_id == claims.get("org_id"),
+            Client.client_id == claims.get("client_id"),
         )
     ).first()
     if row is None:
@@ -2026,7 +2248,10 @@ def userinfo() -> Response:
 
 
 def json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    try:
+        data = read_json()
+    except ValueError as error:
+        raise TodoError(str(error), status=400) from None
     if not isinstance(data, dict):
         raise TodoError("The body must be a JSON object.", status=400)
     return data
@@ -2043,7 +2268,7 @@ def parse_completed(value: str | None) -> bool | None:
 def parse_limit(value: str | None) -> int:
     if value is None:
         return PAGE_DEFAULT
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise TodoError(f"limit must be a number between 1 and {PAGE_MAX}.", "limit", 400)
     return int(value)
 
@@ -2402,9 +2627,9 @@ def read_rpc_message() -> dict[str, Any]:
     if (request.content_length or 0) > MCP_MAX_BODY:
         raise RpcError(-32600, f"The message is larger than {MCP_MAX_BODY} bytes.", 413)
     try:
-        message = json.loads(request.get_data(cache=False) or b"")
-    except ValueError:
-        raise RpcError(-32700, "Parse error: the body is not JSON.", 400) from None
+        message = read_json()
+    except ValueError as error:
+        raise RpcError(-32700, f"Parse error: {error}", 400) from None
     if isinstance(message, list):
         raise RpcError(-32600, "Batches are not supported; send one message per request.", 400)
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
@@ -2607,7 +2832,7 @@ def register_client(
         raise click.BadParameter(f"use scopes from: {' '.join(SCOPES)}", param_hint="--scope")
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
-        client_id=secrets.token_urlsafe(18),
+        client_id=new_client_id(),
         client_secret_hash=sha256(secret) if secret else None,
         name=name,
         first_party=first_party,

@@ -23,9 +23,17 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     assert result.returncode != 0 and "SECRET_KEY is not set" in result.stderr
 
 
-def test_production_starts_with_a_secret_key(tmp_path):
-    result = start(tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, SEED_DEMO="0")
+def test_production_starts_with_a_secret_key_and_public_url(tmp_path):
+    result = start(
+        tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, PUBLIC_URL="https://todos.example.com", SEED_DEMO="0"
+    )
     assert result.returncode == 0 and "started ssss" in result.stdout
+
+
+def test_production_refuses_to_start_without_public_url(tmp_path):
+    # RFC 9700 §4.13: the issuer must not follow a Host header an attacker chose.
+    result = start(tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, SEED_DEMO="0")
+    assert result.returncode != 0 and "PUBLIC_URL is not set" in result.stderr
 
 
 def test_an_empty_database_gets_the_demo_organization_once(tmp_path):

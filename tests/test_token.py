@@ -189,19 +189,22 @@ def test_a_code_is_bound_to_its_redirect_uri(base_url, org, gpt):
 
 def test_of_concurrent_redemptions_exactly_one_succeeds(base_url, org, gpt):
     code = new_code(base_url, org, gpt)
-    results: list[int] = []
+    responses: list[requests.Response] = []
     barrier = threading.Barrier(20)
 
     def redeem() -> None:
         barrier.wait()
-        results.append(exchange(base_url, gpt, code).status_code)
+        responses.append(exchange(base_url, gpt, code))
 
     threads = [threading.Thread(target=redeem) for _ in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == [200] + [400] * 19
+    assert sorted(r.status_code for r in responses) == [200] + [400] * 19
+    # The replays are an attack on the code (RFC 9700 §4.5): the one token issued is revoked.
+    token = next(r.json()["access_token"] for r in responses if r.status_code == 200)
+    assert requests.get(f"{base_url}/api/me", headers=bearer(token)).status_code == 401
 
 
 # PKCE at the token endpoint (RFC 7636 §4.6, RFC 9700 §4.8).
