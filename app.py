@@ -758,6 +758,19 @@ def return_to() -> str:
     return target if is_safe_return_path(target) else url_for("main.todos")
 
 
+@bp.route("/livez")
+def livez() -> Response:
+    """Liveness: the process answers. Touches nothing, so it is also the benchmark's floor."""
+    return jsonify({"status": "ok"})
+
+
+@bp.route("/healthz")
+def healthz() -> Response:
+    """Readiness: the database answers (a 503 comes from the outage handler otherwise)."""
+    db.session.execute(sa.text("SELECT 1"))
+    return jsonify({"status": "ok", "database": "ok"})
+
+
 @bp.route("/")
 def index() -> str:
     """Explain what the app is."""

@@ -53,3 +53,10 @@ def test_postgres_urls_as_hosts_give_them_use_psycopg(app, monkeypatch):
 
     monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.example.com:5432/todos")
     assert todo_app.database_url(app) == "postgresql+psycopg://u:p@db.example.com:5432/todos"
+
+
+def test_livez_and_healthz(base_url):
+    import requests
+
+    assert requests.get(f"{base_url}/livez").json() == {"status": "ok"}
+    assert requests.get(f"{base_url}/healthz").json() == {"status": "ok", "database": "ok"}
