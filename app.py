@@ -73,6 +73,7 @@ from flask import abort
 from flask import current_app
 from flask import flash
 from flask import g
+from flask import has_request_context
 from flask import jsonify
 from flask import redirect
 from flask import render_template
@@ -90,6 +91,8 @@ from flask_login import current_user
 from flask_login import login_required
 from flask_login import login_user
 from flask_login import logout_user
+from flask_migrate import Migrate
+from flask_migrate import upgrade as upgrade_database
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFError
 from flask_wtf.csrf import CSRFProtect
@@ -152,6 +155,7 @@ db = SQLAlchemy(model_class=Base)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(get_remote_address)
+migrate = Migrate(render_as_batch=True)  # batch mode lets SQLite alter tables too
 bp = Blueprint("main", __name__)
 
 
@@ -172,11 +176,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",  # sent on the top-level GET from chatgpt.com to /idp
         SESSION_COOKIE_SECURE=False,
-        SEED_DEMO=os.environ.get("SEED_DEMO", "1") == "1",
+        SEED_DEMO=os.environ.get("SEED_DEMO", "0" if is_production() else "1") == "1",
         MAX_CONTENT_LENGTH=1024 * 1024,
         RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         RATELIMIT_HEADERS_ENABLED=True,
-        REGISTRATION_RATE_LIMIT="20 per minute; 200 per day",
+        RATELIMIT_ENABLED=os.environ.get("RATELIMIT_ENABLED", "1") == "1",
+        # Each limit may be overridden from the environment, e.g. RATE_LIMIT_API="100 per second".
+        LOGIN_RATE_LIMIT=os.environ.get("RATE_LIMIT_LOGIN", "20 per minute"),  # per IP address
+        LOGIN_ACCOUNT_RATE_LIMIT=os.environ.get("RATE_LIMIT_LOGIN_ACCOUNT", "5 per minute; 30 per hour"),
+        TOKEN_RATE_LIMIT=os.environ.get("RATE_LIMIT_TOKEN", "120 per minute"),
+        REGISTRATION_RATE_LIMIT=os.environ.get("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
+        API_RATE_LIMIT=os.environ.get("RATE_LIMIT_API", "600 per minute"),
         MCP_ALLOWED_ORIGINS=[o.strip() for o in os.environ.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
         or list(DEFAULT_MCP_ORIGINS),
     )
@@ -195,6 +205,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     logging.getLogger("authlib").setLevel(logging.INFO)
 
     db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(__file__), "migrations"))
     login_manager.init_app(app)
     login_manager.login_view = "main.login"
     login_manager.session_protection = "strong"
@@ -212,8 +223,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     server.init_app(app, query_client=query_client, save_token=save_token)
     app.register_blueprint(bp)
+    configure_logging()
+    app.before_request(start_request_log)
     app.before_request(reject_unstorable_input)
     app.after_request(security_headers)
+    app.after_request(finish_request_log)
     app.register_error_handler(CSRFError, csrf_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(sa.exc.OperationalError, database_unavailable)
@@ -223,12 +237,49 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             sa.event.listen(db.engine, "connect", sqlite_pragmas)
-        db.create_all()
-        current_signing_key()
-        if app.config["SEED_DEMO"]:
-            seed_demo()
+        if not is_production():
+            upgrade_database()  # production upgrades in the release phase: flask db upgrade
+        if sa.inspect(db.engine).has_table(SigningKey.__tablename__):
+            current_signing_key()
+            if app.config["SEED_DEMO"]:
+                seed_demo()
         db.engine.dispose()  # gunicorn forks after this; workers must not share connections
     return app
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp every log record with the id of the request it belongs to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+def configure_logging() -> None:
+    """Our log lines go to stderr with a request id. They carry paths, never query strings,
+    bodies or headers, so that no secret, code or token can reach them."""
+    if log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(message)s"))
+    handler.addFilter(RequestIdFilter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def start_request_log() -> None:
+    incoming = request.headers.get("X-Request-Id", "")
+    g.request_id = incoming if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", incoming) else secrets.token_hex(8)
+    g.request_started = time.perf_counter()
+
+
+def finish_request_log(response: Response) -> Response:
+    if "request_id" in g:
+        response.headers["X-Request-Id"] = g.request_id
+        elapsed = (time.perf_counter() - g.request_started) * 1000
+        log.info("%s %s %s %.1fms", request.method, request.path, response.status_code, elapsed)
+    return response
 
 
 def database_url(app: Flask) -> str:
@@ -363,7 +414,7 @@ class Client(ClientMixin, db.Model):
     scope: Mapped[str] = mapped_column(sa.String(500), default=DEFAULT_CLIENT_SCOPE)
     grant_types: Mapped[list[str]] = mapped_column(sa.JSON, default=lambda: ["authorization_code", "refresh_token"])
     # Registered by the app itself through /oauth/register (RFC 7591), not by an operator.
-    self_registered: Mapped[bool] = mapped_column(default=False)
+    self_registered: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     client_uri: Mapped[str | None] = mapped_column(sa.String(500))
     logo_uri: Mapped[str | None] = mapped_column(sa.String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -443,7 +494,7 @@ class AuthorizationCode(db.Model):
     redirect_uri: Mapped[str | None] = mapped_column(sa.Text)
     scope: Mapped[str] = mapped_column(sa.String(500))
     resource: Mapped[str | None] = mapped_column(sa.String(500))
-    nonce: Mapped[str | None] = mapped_column(sa.String(500))
+    nonce: Mapped[str | None] = mapped_column(sa.Text)
     auth_time: Mapped[int]
     code_challenge: Mapped[str | None] = mapped_column(sa.String(128))
     code_challenge_method: Mapped[str | None] = mapped_column(sa.String(10))
@@ -749,6 +800,7 @@ def start_session(member: Member) -> None:
     """Log the member in with a fresh session, so that no pre-login session survives."""
     session.clear()
     login_user(member)
+    session["sid"] = secrets.token_urlsafe(16)  # a new session id for every login
     session["auth_time"] = int(time.time())
 
 
@@ -798,7 +850,22 @@ def signup() -> Any:
     return render_template("signup.html")
 
 
+def configured_limit(name: str) -> Callable[[], str]:
+    return lambda: current_app.config[name]
+
+
+def failed_login(response: Response) -> bool:
+    return response.status_code == 200  # a failed attempt shows the form again
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(configured_limit("LOGIN_RATE_LIMIT"), methods=["POST"])
+@limiter.limit(
+    configured_limit("LOGIN_ACCOUNT_RATE_LIMIT"),
+    methods=["POST"],
+    key_func=lambda: "account:" + request.form.get("email", "").strip().lower(),
+    deduct_when=failed_login,
+)
 def login() -> Any:
     """Log a member in with email and password."""
     if request.method == "POST":
@@ -896,7 +963,8 @@ def protocol_error(status: int, message: str) -> Response:
             {"jsonrpc": "2.0", "id": None, "error": {"code": -32600 if status < 500 else -32603, "message": message}}
         )
     elif path.startswith("/api/"):
-        response = jsonify({"error": "not_found" if status == 404 else "invalid_request", "message": message})
+        code = {404: "not_found", 429: "rate_limited", 503: "unavailable"}.get(status, "invalid_request")
+        response = jsonify({"error": code, "message": message})
     else:
         title = PAGE_TITLES.get(status, "Something went wrong")
         response = Response(render_template("error.html", title=title, message=message))
@@ -1889,6 +1957,7 @@ server.register_endpoint(Introspection)
 
 @bp.route("/oauth/token", methods=["POST"])
 @csrf.exempt
+@limiter.limit(configured_limit("TOKEN_RATE_LIMIT"))
 def issue_token() -> Response:
     """The token endpoint (RFC 6749 §3.2): authorization_code and refresh_token grants."""
     return repeated_parameter_error() or server.create_token_response()
@@ -1990,7 +2059,7 @@ def registration_metadata() -> dict[str, Any]:
 
 @bp.route("/oauth/register", methods=["POST"])
 @csrf.exempt
-@limiter.limit(lambda: current_app.config["REGISTRATION_RATE_LIMIT"])
+@limiter.limit(configured_limit("REGISTRATION_RATE_LIMIT"))
 def register_client_dynamically() -> tuple[Response, int]:
     """Open dynamic client registration (RFC 7591): MCP clients register themselves."""
     try:
@@ -2247,7 +2316,7 @@ def require_token(
                     body["field"] = error.field
                 return jsonify(body), error.status
 
-        return csrf.exempt(wrapped)
+        return csrf.exempt(limiter.limit(configured_limit("API_RATE_LIMIT"))(wrapped))
 
     return decorator
 
@@ -2652,6 +2721,7 @@ def read_rpc_message() -> dict[str, Any]:
 
 @bp.route("/mcp", methods=["POST", "GET", "DELETE"], strict_slashes=True)
 @csrf.exempt
+@limiter.limit(configured_limit("API_RATE_LIMIT"))
 def mcp() -> Response:
     """The MCP server: one JSON-RPC message per POST, answered with JSON."""
     if request.method != "POST":  # no SSE stream and no sessions to end

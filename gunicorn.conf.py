@@ -15,4 +15,7 @@ preload_app = True
 raw_env = ["APP_ENV=production"]
 # Trust X-Forwarded-* from the platform's TLS proxy; ProxyFix in the app reads them.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
-accesslog = "-"
+# The app logs each request itself, with a request id and without the query string, which
+# could carry a secret a client put in the wrong place.
+accesslog = None
+errorlog = "-"

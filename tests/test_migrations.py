@@ -1,0 +1,85 @@
+"""Migrations: the models and the migrations agree, and an upgrade keeps the data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+import app as todo_app
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_models_and_the_migrations_agree(app):
+    with app.app_context(), todo_app.db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"render_as_batch": True})
+        differences = compare_metadata(context, todo_app.db.metadata)
+    assert differences == [], "run `flask --app app db migrate` and commit the migration"
+
+
+def flask_db(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "SEED_DEMO": "0", "SECRET_KEY": "k" * 40}
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def database_for_upgrade(tmp_path) -> str:
+    """A database of this test's own, on the same kind of server the suite runs on."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        return f"sqlite:///{tmp_path}/upgrade.db"
+    name = f"upgrade_{os.getpid()}"
+    admin = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_an_upgrade_from_the_previous_schema_keeps_the_data(tmp_path):
+    url = database_for_upgrade(tmp_path)
+    assert flask_db(url, "upgrade", "0001_foundation").returncode == 0
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as c:
+        c.execute(
+            sa.text("INSERT INTO organization (id, name, slug, created_at) VALUES (1, 'Old', 'old', '2026-01-01')")
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO member (id, organization_id, email, name, role, password_hash, created_at) "
+                "VALUES (1, 1, 'a@old.test', 'A', 'admin', 'scrypt:x', '2026-01-01')"
+            )
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO todo (id, organization_id, title, notes, completed, created_by_id, created_at, "
+                "updated_at) VALUES (1, 1, 'Kept', 'n', false, 1, '2026-01-01', '2026-01-01')"
+            )
+        )
+        c.execute(
+            sa.text(
+                "INSERT INTO client (id, client_id, name, first_party, redirect_uris, scope, grant_types, "
+                "created_at) VALUES (1, 'old-client', 'GPT', false, '[\"https://a.test/cb\"]', 'openid', "
+                "'[\"authorization_code\"]', '2026-01-01')"
+            )
+        )
+    result = flask_db(url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as c:
+        assert c.execute(sa.text("SELECT title, notes FROM todo")).all() == [("Kept", "n")]
+        assert c.execute(sa.text("SELECT email FROM member")).scalar() == "a@old.test"
+        client = c.execute(sa.text("SELECT client_id, self_registered, redirect_uris FROM client")).one()
+        assert client[0] == "old-client" and not client[1] and "a.test" in str(client[2])
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002_self_registered_clients"
+    engine.dispose()
