@@ -16,8 +16,9 @@ travels:
 10. Discovery: /.well-known metadata, the JWKS and protected resource metadata
 11. Resource server: bearer tokens, UserInfo and the todo REST API
 12. The MCP endpoint /mcp, whose tools share the REST API's rules
-13. openapi.yaml, generated from the views with apispec
-14. CLI commands
+13. Pages for operators (/setup), members (connected apps) and visitors (the playground)
+14. openapi.yaml, generated from the views with apispec
+15. CLI commands
 """
 
 from __future__ import annotations
@@ -368,6 +369,8 @@ class Member(UserMixin, db.Model):
     name: Mapped[str] = mapped_column(sa.String(200))
     role: Mapped[str] = mapped_column(sa.String(20), default="member")
     password_hash: Mapped[str] = mapped_column(sa.String(255))
+    # An operator runs the deployment: registers connected apps at /setup.
+    is_operator: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     organization: Mapped[Organization] = relationship(lazy="joined")
@@ -408,6 +411,8 @@ class Client(ClientMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
     client_secret_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    # During a rotation both secrets work, until the operator completes or cancels it.
+    pending_secret_hash: Mapped[str | None] = mapped_column(sa.String(64))
     name: Mapped[str] = mapped_column(sa.String(200))
     first_party: Mapped[bool] = mapped_column(default=False)
     redirect_uris: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
@@ -458,7 +463,10 @@ class Client(ClientMixin, db.Model):
     def check_client_secret(self, client_secret: str) -> bool:
         if self.client_secret_hash is None:
             return False
-        return secrets.compare_digest(self.client_secret_hash, sha256(client_secret))
+        presented = sha256(client_secret)
+        current = secrets.compare_digest(self.client_secret_hash, presented)
+        pending = secrets.compare_digest(self.pending_secret_hash or "", presented)
+        return current or pending
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         # Both secret styles work for confidential clients: they are the GPT builder's two
@@ -472,6 +480,16 @@ class Client(ClientMixin, db.Model):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
+
+
+class RejectedRedirect(db.Model):
+    """A redirect URI /idp refused for a client: a GPT's callback URL changes with its settings."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(sa.Text)
+    count: Mapped[int] = mapped_column(default=1)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Consent(db.Model):
@@ -1764,6 +1782,86 @@ def revoke_grant(grant: Grant, reason: str) -> None:
     log.warning("grant %s of client %s revoked: %s", grant.id, grant.client.client_id, reason)
 
 
+# The registry of connected apps, shared by the CLI and /setup.
+
+CHATGPT_CALLBACK = re.compile(r"https://(chatgpt\.com|chat\.openai\.com)/aip/g-[A-Za-z0-9]+/oauth/callback")
+
+
+def register_client(
+    name: str, redirect_uris: list[str], public: bool, first_party: bool, scope: str = DEFAULT_CLIENT_SCOPE
+) -> tuple[Client, str | None]:
+    """Create a client; return it and its secret, which is stored only as a hash."""
+    for uri in redirect_uris:
+        if problem := check_uri(uri):
+            raise ValueError(f"The redirect URI {uri} {problem}.")
+    scope = normalize_scope(scope)
+    if not scope or not set(scope.split()) <= set(SCOPES):
+        raise ValueError(f"Use scopes from: {' '.join(SCOPES)}.")
+    if not name.strip() or len(name) > 200:
+        raise ValueError("The name must be 1 to 200 characters.")
+    secret = None if public else secrets.token_urlsafe(32)
+    client = Client(
+        client_id=new_client_id(),
+        client_secret_hash=sha256(secret) if secret else None,
+        name=name.strip(),
+        first_party=first_party,
+        redirect_uris=redirect_uris,
+        scope=scope,
+    )
+    db.session.add(client)
+    db.session.commit()
+    return client, secret
+
+
+def add_redirect_uri(client: Client, uri: str) -> None:
+    if problem := check_uri(uri):
+        raise ValueError(f"The redirect URI {uri} {problem}.")
+    if uri not in client.redirect_uris:
+        client.redirect_uris = [*client.redirect_uris, uri]
+    db.session.execute(
+        sa.delete(RejectedRedirect).where(RejectedRedirect.client_id == client.id, RejectedRedirect.redirect_uri == uri)
+    )
+    db.session.commit()
+
+
+def start_secret_rotation(client: Client) -> str:
+    """Issue a second secret; the old one keeps working until the rotation completes."""
+    secret = secrets.token_urlsafe(32)
+    client.pending_secret_hash = sha256(secret)
+    db.session.commit()
+    return secret
+
+
+def finish_secret_rotation(client: Client, complete: bool) -> None:
+    """Complete (the new secret replaces the old) or cancel (the new one stops working)."""
+    if complete and client.pending_secret_hash:
+        client.client_secret_hash = client.pending_secret_hash
+    client.pending_secret_hash = None
+    db.session.commit()
+
+
+def record_rejected_redirect(client: Client, uri: str) -> None:
+    row = db.session.scalar(
+        sa.select(RejectedRedirect).where(RejectedRedirect.client_id == client.id, RejectedRedirect.redirect_uri == uri)
+    )
+    if row is None:
+        db.session.add(RejectedRedirect(client_id=client.id, redirect_uri=uri))
+    else:
+        row.count, row.last_seen_at = row.count + 1, utcnow()
+    db.session.commit()
+
+
+def disconnect(member: Member, client: Client) -> None:
+    """Forget the member's consent and revoke every grant they gave the client, at once."""
+    db.session.execute(sa.delete(Consent).where(Consent.member_id == member.id, Consent.client_id == client.id))
+    db.session.execute(
+        sa.update(Grant)
+        .where(Grant.member_id == member.id, Grant.client_id == client.id, Grant.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    db.session.commit()
+
+
 server.register_grant(AuthorizationCodeGrant, [S256CodeChallenge(required=True), OpenIDConnect()])
 server.register_grant(RefreshTokenGrant)
 
@@ -1791,6 +1889,8 @@ def authorization_request_problem(args: MultiDict[str, str]) -> str | None:
             return f"{client.name} has several redirect URIs and the request names none."
         return None
     if not client.check_redirect_uri(redirect_uri):
+        record_rejected_redirect(client, redirect_uri)
+        g.rejected = (client, redirect_uri)  # an operator may add it from the error page
         return f"The redirect URI “{redirect_uri}” is not registered for {client.name}."
     return None
 
@@ -1839,7 +1939,9 @@ def authorize() -> Any:
     """The authorization endpoint: check the request, log the member in, ask for consent."""
     problem = authorization_request_problem(request.args)
     if problem:
-        return render_template("error.html", title="This sign-in link is not valid", message=problem), 400
+        rejected = g.get("rejected") if current_user.is_authenticated and current_user.is_operator else None
+        page = render_template("error.html", title="This sign-in link is not valid", message=problem, rejected=rejected)
+        return page, 400
     member = current_user if current_user.is_authenticated else None
     try:
         grant = server.get_consent_grant(end_user=member)
@@ -2802,7 +2904,225 @@ def tool_error(message: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 13. openapi.yaml, generated from the views with apispec
+# 13. Pages for operators (/setup), members (connected apps) and visitors (the playground)
+# ---------------------------------------------------------------------------------------------
+
+PLAYGROUND_CLIENT_ID = "connected-todos-playground"
+
+
+def operator_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """View decorator that lets only operators through."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_operator:
+            abort(403, "Only operators can open this page. Ask one to run: flask --app app make-operator EMAIL")
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def no_store(page: str) -> Response:
+    """A page that shows a secret must not be kept by any cache (RFC 6749 §5.1's spirit)."""
+    response = Response(page)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def connected_members(client: Client) -> int:
+    return db.session.scalar(sa.select(sa.func.count(Consent.id)).where(Consent.client_id == client.id)) or 0
+
+
+def setup_client_or_404(client_id: str) -> Client:
+    client = query_client(client_id)
+    if client is None or client.client_id == PLAYGROUND_CLIENT_ID:
+        abort(404)
+    return client
+
+
+@bp.route("/setup")
+@operator_required
+def setup() -> Response:
+    """The operator's page: connect a GPT or an MCP client, and see every connected app."""
+    clients = db.session.scalars(
+        sa.select(Client).where(Client.client_id != PLAYGROUND_CLIENT_ID).order_by(Client.created_at.desc())
+    ).all()
+    rows = [(client, connected_members(client)) for client in clients]
+    return no_store(render_template("setup.html", clients=rows, base=issuer()))
+
+
+@bp.route("/setup/gpt", methods=["POST"])
+@operator_required
+def setup_gpt() -> Response:
+    """Register a custom GPT: a confidential third-party client; show its secret once."""
+    try:
+        client, secret = register_client(request.form.get("name") or "ChatGPT", [], public=False, first_party=False)
+    except ValueError as error:
+        flash(str(error), "error")
+        return redirect(url_for("main.setup"))
+    flash(f"{client.name} is registered. Copy the secret now: it is shown only once.")
+    return no_store(render_client_page(client, secret=secret))
+
+
+def render_client_page(client: Client, secret: str | None = None, pending_uri: str | None = None) -> str:
+    rejected = db.session.scalars(
+        sa.select(RejectedRedirect)
+        .where(RejectedRedirect.client_id == client.id)
+        .order_by(RejectedRedirect.last_seen_at.desc())
+        .limit(10)
+    ).all()
+    return render_template(
+        "setup_client.html",
+        client=client,
+        secret=secret,
+        base=issuer(),
+        rejected=rejected,
+        pending_uri=pending_uri,
+        members=connected_members(client),
+    )
+
+
+@bp.route("/setup/clients/<client_id>")
+@operator_required
+def setup_client(client_id: str) -> Response:
+    """One connected app: the values to paste, its callback URLs and its secret."""
+    return no_store(render_client_page(setup_client_or_404(client_id)))
+
+
+@bp.route("/setup/clients/<client_id>/redirect-uris", methods=["POST"])
+@operator_required
+def setup_add_redirect_uri(client_id: str) -> Any:
+    """Add a callback URL: a GPT's is added at once, any other after an explicit confirmation."""
+    client = setup_client_or_404(client_id)
+    uri = request.form.get("redirect_uri", "").strip()
+    if not CHATGPT_CALLBACK.fullmatch(uri) and request.form.get("confirm") != "yes":
+        if problem := check_uri(uri):
+            flash(f"{uri} {problem}.", "error")
+            return redirect(url_for("main.setup_client", client_id=client.client_id))
+        return no_store(render_client_page(client, pending_uri=uri))  # asks to confirm
+    try:
+        add_redirect_uri(client, uri)
+    except ValueError as error:
+        flash(str(error), "error")
+    else:
+        looks_like = "ChatGPT's callback URL" if CHATGPT_CALLBACK.fullmatch(uri) else "The callback URL"
+        flash(f"{looks_like} {uri} is registered for {client.name}.")
+    return redirect(url_for("main.setup_client", client_id=client.client_id))
+
+
+@bp.route("/setup/clients/<client_id>/redirect-uris/remove", methods=["POST"])
+@operator_required
+def setup_remove_redirect_uri(client_id: str) -> Any:
+    """Remove a callback URL."""
+    client = setup_client_or_404(client_id)
+    uri = request.form.get("redirect_uri", "")
+    client.redirect_uris = [u for u in client.redirect_uris if u != uri]
+    db.session.commit()
+    flash(f"Removed {uri}.")
+    return redirect(url_for("main.setup_client", client_id=client.client_id))
+
+
+@bp.route("/setup/clients/<client_id>/secret", methods=["POST"])
+@operator_required
+def setup_rotate_secret(client_id: str) -> Any:
+    """Rotate a secret in three steps, as Stytch does: start, then complete or cancel."""
+    client = setup_client_or_404(client_id)
+    action = request.form.get("action")
+    if client.is_public:
+        abort(400, "A public client has no secret.")
+    if action == "start":
+        secret = start_secret_rotation(client)
+        flash("A new secret is ready; the old one keeps working until you complete the rotation.")
+        return no_store(render_client_page(client, secret=secret))
+    if action in ("complete", "cancel"):
+        finish_secret_rotation(client, complete=action == "complete")
+        flash("Rotation completed: only the new secret works now." if action == "complete" else "Rotation cancelled.")
+    return redirect(url_for("main.setup_client", client_id=client.client_id))
+
+
+@bp.route("/setup/clients/<client_id>/delete", methods=["POST"])
+@operator_required
+def setup_delete_client(client_id: str) -> Any:
+    """Delete a connected app; every token it holds stops working."""
+    client = setup_client_or_404(client_id)
+    db.session.delete(client)  # grants, and with them every token, go too
+    db.session.commit()
+    flash(f"{client.name} is deleted and all of its tokens are revoked.")
+    return redirect(url_for("main.setup"))
+
+
+@bp.route("/settings/connected-apps")
+@login_required
+def connected_apps() -> str:
+    """The apps the member has allowed, with what they may do and when they last did it."""
+    consents = db.session.scalars(
+        sa.select(Consent).where(Consent.member_id == current_user.id).order_by(Consent.granted_at.desc())
+    ).all()
+    apps = []
+    for consent in consents:
+        client = db.session.get(Client, consent.client_id)
+        last_used = db.session.scalar(
+            sa.select(sa.func.max(Grant.last_used_at)).where(
+                Grant.member_id == current_user.id, Grant.client_id == client.id
+            )
+        )
+        apps.append(
+            {
+                "client": client,
+                "scopes": [(s, SCOPES.get(s, s)) for s in consent.scope.split()],
+                "granted_at": consent.granted_at,
+                "last_used_at": last_used,
+            }
+        )
+    return render_template("connected_apps.html", apps=apps)
+
+
+@bp.route("/settings/connected-apps/<client_id>/revoke", methods=["POST"])
+@login_required
+def revoke_connected_app(client_id: str) -> Any:
+    """Cut an app off: its tokens for this member stop working at once."""
+    client = query_client(client_id)
+    if client is None:
+        abort(404)
+    disconnect(current_user, client)
+    flash(f"{client.name} can no longer act for you.")
+    return redirect(url_for("main.connected_apps"))
+
+
+def playground_client() -> Client:
+    """The built-in first-party public client, with this deployment's callback URL."""
+    callback = f"{issuer()}/playground/callback"
+    client = query_client(PLAYGROUND_CLIENT_ID)
+    if client is None:
+        client = Client(client_id=PLAYGROUND_CLIENT_ID, name="Playground", first_party=True, redirect_uris=[])
+        db.session.add(client)
+    if callback not in client.redirect_uris:
+        client.redirect_uris = [*client.redirect_uris, callback]
+    try:
+        db.session.commit()
+    except sa.exc.IntegrityError:  # another worker created it first
+        db.session.rollback()
+        return playground_client()
+    return client
+
+
+@bp.route("/playground")
+@bp.route("/playground/callback")
+def playground() -> str:
+    """Walk the OAuth flow one step at a time in the browser, without ChatGPT."""
+    client = playground_client()
+    return render_template(
+        "playground.html",
+        client_id=client.client_id,
+        base=issuer(),
+        redirect_uri=f"{issuer()}/playground/callback",
+        scope="openid profile email todos:read todos:write",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 14. openapi.yaml, generated from the views with apispec
 # ---------------------------------------------------------------------------------------------
 
 OPENAPI_BASE_URL = "http://127.0.0.1:5000"  # the committed file's; /openapi.yaml uses the real one
@@ -2897,34 +3217,10 @@ def openapi_document() -> Response:
 
 
 # ---------------------------------------------------------------------------------------------
-# 14. CLI commands
+# 15. CLI commands
 # ---------------------------------------------------------------------------------------------
 
 cli = AppGroup("commands", help="Connected Todos commands.")
-
-
-def register_client(
-    name: str, redirect_uris: list[str], public: bool, first_party: bool, scope: str
-) -> tuple[Client, str | None]:
-    """Create a client; return it and its secret, which is stored only as a hash."""
-    for uri in redirect_uris:
-        if problem := check_uri(uri):
-            raise click.BadParameter(f"{uri} {problem}", param_hint="--redirect-uri")
-    scope = normalize_scope(scope)
-    if not scope or not set(scope.split()) <= set(SCOPES):
-        raise click.BadParameter(f"use scopes from: {' '.join(SCOPES)}", param_hint="--scope")
-    secret = None if public else secrets.token_urlsafe(32)
-    client = Client(
-        client_id=new_client_id(),
-        client_secret_hash=sha256(secret) if secret else None,
-        name=name,
-        first_party=first_party,
-        redirect_uris=redirect_uris,
-        scope=scope,
-    )
-    db.session.add(client)
-    db.session.commit()
-    return client, secret
 
 
 def get_client_or_fail(client_id: str) -> Client:
@@ -2945,7 +3241,10 @@ def create_client_command(
     name: str, redirect_uris: tuple[str, ...], public: bool, first_party: bool, scope: str, as_json: bool
 ) -> None:
     """Register a connected app and print its client_id (and secret, once)."""
-    client, secret = register_client(name, list(redirect_uris), public, first_party, scope)
+    try:
+        client, secret = register_client(name, list(redirect_uris), public, first_party, scope)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     result = {"client_id": client.client_id}
     if secret:
         result["client_secret"] = secret
@@ -2972,9 +3271,8 @@ def rotate_client_secret_command(client_id: str) -> None:
     client = get_client_or_fail(client_id)
     if client.is_public:
         raise click.ClickException("A public client has no secret.")
-    secret = secrets.token_urlsafe(32)
-    client.client_secret_hash = sha256(secret)
-    db.session.commit()
+    secret = start_secret_rotation(client)
+    finish_secret_rotation(client, complete=True)
     click.echo(f"client_secret: {secret}")
 
 
@@ -2984,12 +3282,24 @@ def rotate_client_secret_command(client_id: str) -> None:
 def add_redirect_uri_command(client_id: str, uri: str) -> None:
     """Register another redirect URI for a client."""
     client = get_client_or_fail(client_id)
-    if problem := check_uri(uri):
-        raise click.ClickException(f"{uri} {problem}.")
-    if uri not in client.redirect_uris:
-        client.redirect_uris = [*client.redirect_uris, uri]
-        db.session.commit()
+    try:
+        add_redirect_uri(client, uri)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"{client.name} redirect URIs: {' '.join(client.redirect_uris)}")
+
+
+@cli.command("make-operator")
+@click.argument("email")
+def make_operator_command(email: str) -> None:
+    """Let a member open /setup and manage the connected apps."""
+    members = db.session.scalars(sa.select(Member).where(Member.email == email.strip().lower())).all()
+    if not members:
+        raise click.ClickException(f"No member with the email {email}.")
+    for member in members:
+        member.is_operator = True
+    db.session.commit()
+    click.echo(f"{email} is an operator.")
 
 
 @cli.command("create-org")
@@ -3064,7 +3374,8 @@ def seed_demo() -> None:
     password = secrets.token_urlsafe(12)
     try:
         org = create_organization("Demo Organization", "demo")
-        create_member(org, "admin@example.com", "Demo Admin", password, "admin")
+        admin = create_member(org, "admin@example.com", "Demo Admin", password, "admin")
+        admin.is_operator = True
         db.session.add(Todo(organization_id=org.id, title="Connect an AI agent to Connected Todos"))
         db.session.commit()
     except sa.exc.IntegrityError:  # another worker seeded it first
@@ -3073,8 +3384,7 @@ def seed_demo() -> None:
     click.echo(
         "\n  Demo organization created.\n"
         "  Log in at /login as admin@example.com with the password: " + password + "\n"
-        "  Register a GPT with: flask --app app create-client --name ChatGPT "
-        "--redirect-uri https://chat.openai.com/aip/<callback-id>/oauth/callback\n",
+        "  Connect a custom GPT or an MCP client at /setup; try the flow at /playground.\n",
         err=True,
     )
 

@@ -1,0 +1,843 @@
+"""Benchmark Connected Todos under gunicorn, on PostgreSQL and on SQLite, from a second process.
+
+For each database the script
+
+1. creates a fresh database (a PostgreSQL database on 127.0.0.1:5432, or a temporary SQLite file)
+   and seeds it in a child process through the app module itself: three organizations with 100,
+   10,000 and 100,000 todos, one member each, and a confidential client with a loopback
+   redirect URI, registered the way a GPT Action is;
+2. starts ``gunicorn -c gunicorn.conf.py --bind 127.0.0.1:PORT --workers 2 --threads 4 app:app``
+   with APP_ENV=production, PUBLIC_URL equal to the URL it calls, and SEED_DEMO=0;
+3. gets its tokens over HTTP through the real flow: the login form with its CSRF token, /idp,
+   the consent page's Allow, and /oauth/token with client_secret_post;
+4. loads the server from a second process on loopback, with wrk (Lua scripts carry the headers,
+   bodies and the per-connection state of the multi-step flows) or, when wrk is missing, with a
+   Python multi-process client, at 16 connections, and measures side by side:
+
+   (a) ``GET /api/todos`` with a valid JWT against the floor ``GET /livez``;
+   (b) ``/oauth/token`` for authorization-code exchanges (codes made beforehand through ``GET /idp``
+       with an already-consented session, one request per code) and for refreshes;
+   (c) whole authorize -> consent -> token flows, with ``prompt=consent`` so that the consent
+       page is rendered and posted each time (three requests per flow);
+   (d) the first page of a 100,000-todo organization against a 100-todo one;
+
+5. prints medians over the rounds, p99, the ratios and the targets with PASS or MISS, and cleans
+   up: gunicorn is stopped, the PostgreSQL database is dropped and temporary files are removed.
+
+Only 127.0.0.1 is ever contacted. Usage: ``python bench/run.py --seconds 10 --rounds 3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import math
+import multiprocessing
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import date
+from datetime import datetime
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+from urllib.parse import urlencode
+from urllib.parse import urlsplit
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432"
+USER_AGENT = "connected-todos-bench/1"  # Flask-Login's strong session protection pins it
+REDIRECT_URI = "http://127.0.0.1:8765/callback"  # loopback, never contacted
+SCOPE = "openid profile email todos:read todos:write"  # what a GPT Action asks for
+PASSWORD = "bench password 1234"
+ORG_SIZES = {"org100": 100, "org10k": 10_000, "org100k": 100_000}
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+# High enough never to answer 429 during a run; the limiter itself still runs on every request.
+RATE_LIMIT_ENV = {"RATE_LIMIT_API": "100000000 per minute", "RATE_LIMIT_TOKEN": "100000000 per minute"}
+
+# Targets from issue 5 and docs/reference performance.md.
+TARGET_API_FLOOR_RATIO = 0.50
+TARGET_API_P99_MS = 50.0
+TARGET_PAGE_COST_RATIO = 1.5
+# performance.md: at least 2x django-oauth-toolkit's token endpoint with plaintext secrets,
+# 433 req/s against a 6,003 req/s floor there, so 2 * 433 / 6003 of this server's own floor.
+TARGET_TOKEN_FLOOR_RATIO = 2 * 433 / 6003
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeding, in a child process that imports the app module with the benchmark's environment
+# ---------------------------------------------------------------------------------------------
+
+
+def seed_database(env: dict[str, str], queue: Any) -> None:
+    """Create the schema (the app's migrations), the organizations, members, todos and client."""
+    os.environ.update(env)
+    os.environ.pop("APP_ENV", None)  # development mode: create_app() runs the migrations
+    sys.path.insert(0, str(REPO))
+    import sqlalchemy as sa
+
+    import app as todo_app
+
+    flask_app = todo_app.app
+    with flask_app.app_context():
+        db = todo_app.db
+        members: dict[str, str] = {}
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for slug, size in ORG_SIZES.items():
+            org = todo_app.create_organization(f"Bench {slug}", slug)
+            email = f"{slug}@bench.example.com"
+            member = todo_app.create_member(org, email, f"Member of {slug}", PASSWORD, "admin")
+            db.session.commit()
+            members[slug] = email
+            chunk = 10_000
+            for start in range(0, size, chunk):
+                rows = [
+                    {
+                        "organization_id": org.id,
+                        "title": f"Todo number {i} of {slug}",
+                        "notes": "Some notes about this todo." if i % 2 else "",
+                        "completed": i % 3 == 0,
+                        "due_date": date(2027, 1, 1) + timedelta(days=i % 365) if i % 4 == 0 else None,
+                        "created_by_id": member.id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in range(start, min(size, start + chunk))
+                ]
+                db.session.execute(sa.insert(todo_app.Todo), rows)
+                db.session.commit()
+        client, secret = todo_app.register_client(
+            "Bench GPT", [REDIRECT_URI], public=False, first_party=False, scope=todo_app.DEFAULT_CLIENT_SCOPE
+        )
+        db.session.execute(sa.text("ANALYZE"))
+        db.session.commit()
+        queue.put({"client_id": client.client_id, "client_secret": secret, "members": members})
+        db.engine.dispose()
+
+
+def seed(env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
+    """Seed in a fresh interpreter, so that each database gets its own app module and engine."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=seed_database, args=(env, queue))
+    process.start()
+    try:
+        return queue.get(timeout=timeout)
+    finally:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+
+
+# ---------------------------------------------------------------------------------------------
+# Databases and the server
+# ---------------------------------------------------------------------------------------------
+
+
+def psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-q", "-h", HOST, "-p", "5432", "-U", "postgres", "-d", "postgres", "-c", sql],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection((HOST, 5432), timeout=2):
+            pass
+        psql("SELECT 1")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str]:
+    """Yield the DATABASE_URL of a fresh database, and remove it afterwards."""
+    if kind == "sqlite":
+        path = workdir / "bench.db"
+        yield f"sqlite:///{path}"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    name = f"connected_todos_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    psql(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_ADMIN_URL}/{name}"
+    finally:
+        psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
+    """Run the app under gunicorn with the repo's config, 2 workers x 4 threads; yield its URL."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "gunicorn.conf.py",
+        "--bind",
+        f"{HOST}:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--no-control-socket",  # gunicorn 27 would otherwise open one under ~/.gunicorn
+        "app:app",
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True)
+    base = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}; see {log_path}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{base}/livez", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not answer /livez within 60 s; see {log_path}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # the master stops its workers gracefully
+            try:
+                process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# The OAuth flow over HTTP, as a browser and a GPT Action would run it
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tokens:
+    access_token: str
+    refresh_token: str
+    session_cookie: str  # the member's logged-in, already-consented browser session
+
+
+def authorize_params(client_id: str, prompt: str | None = None) -> dict[str, str]:
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "scope": SCOPE,
+        "state": "bench-state-0123456789",
+    }
+    if prompt:
+        params["prompt"] = prompt
+    return params
+
+
+def code_of(location: str) -> str:
+    return parse_qs(urlsplit(location).query)["code"][0]
+
+
+def token_body(seeded: dict[str, Any], **values: str) -> dict[str, str]:
+    return {"client_id": seeded["client_id"], "client_secret": seeded["client_secret"], **values}
+
+
+def obtain_tokens(base: str, seeded: dict[str, Any], email: str) -> Tokens:
+    """Log in with the form and its CSRF token, authorize, allow on the consent page, redeem."""
+    http = requests.Session()
+    http.headers["User-Agent"] = USER_AGENT
+    query = "/idp?" + urlencode(authorize_params(seeded["client_id"]))
+    page = http.get(f"{base}/login", timeout=10)
+    csrf = CSRF_RE.search(page.text)
+    assert csrf, "no CSRF token on the login page"
+    response = http.post(
+        f"{base}/login",
+        data={"csrf_token": csrf.group(1), "email": email, "password": PASSWORD, "returnTo": query},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert response.status_code == 302, f"login failed: {response.status_code}"
+    consent = http.get(base + response.headers["Location"], allow_redirects=False, timeout=10)
+    csrf = CSRF_RE.search(consent.text)
+    assert consent.status_code == 200 and csrf, f"no consent page: {consent.status_code}"
+    callback = http.post(
+        base + query, data={"csrf_token": csrf.group(1), "decision": "allow"}, allow_redirects=False, timeout=10
+    )
+    assert callback.status_code == 302, f"consent failed: {callback.status_code}"
+    token = requests.post(
+        f"{base}/oauth/token",
+        data=token_body(
+            seeded, grant_type="authorization_code", code=code_of(callback.headers["Location"]), redirect_uri=REDIRECT_URI
+        ),
+        headers={"User-Agent": USER_AGENT},
+        timeout=10,
+    )
+    assert token.status_code == 200, f"token exchange failed: {token.status_code} {token.text[:200]}"
+    body = token.json()
+    cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.get_dict().items())
+    return Tokens(body["access_token"], body["refresh_token"], cookie)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios, run by wrk (Lua) or by the Python fallback
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """What each connection sends.
+
+    ``static``: one fixed request. ``collect``: a fixed GET /idp whose 302 carries a code, which is
+    kept. ``exchange``: POST ``body`` + a code from ``codes_file``. ``flow``: GET consent page,
+    POST Allow with its CSRF token, POST the code to /oauth/token, and again.
+    """
+
+    kind: str
+    path: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    codes_file: str = ""
+    token_headers: dict[str, str] = field(default_factory=dict)
+    token_body: str = ""
+
+    @property
+    def one_connection_per_thread(self) -> bool:
+        return self.kind == "flow"  # its state lives in the thread, so one connection each
+
+
+@dataclass
+class LoadResult:
+    ok: int  # successful units: responses for single requests, whole flows for ``flow``
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    exhausted: bool = False
+    codes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+def lua_string(value: str) -> str:
+    assert value.isascii() and "\n" not in value
+    return json.dumps(value)  # an ASCII JSON string is also a valid Lua string
+
+
+def lua_table(values: dict[str, str]) -> str:
+    return "{" + ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in values.items()) + "}"
+
+
+LUA_COMMON = """
+local threads = {}
+ok, bad, exhausted = 0, 0, 0
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+local function report(summary, latency)
+  local c = {ok = 0, bad = 0, exhausted = 0}
+  for _, t in ipairs(threads) do
+    for k, _ in pairs(c) do c[k] = c[k] + (t:get(k) or 0) end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %.0f, "duration_us": %.0f, "p50_us": %.0f, "p99_us": %.0f, ' ..
+    '"status_errors": %.0f, "socket_errors": %.0f, "ok": %.0f, "bad": %.0f, "exhausted": %.0f}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout, c.ok, c.bad, c.exhausted))
+end
+"""
+
+
+def lua_script(scenario: Scenario, nthreads: int, codes_out: str) -> str:
+    """The wrk script for a scenario; it prints one BENCH_JSON line when done."""
+    s = scenario
+    if s.kind == "static":
+        body = f"""
+wrk.method = {lua_string(s.method)}
+wrk.path = {lua_string(s.path)}
+wrk.body = {lua_string(s.body) if s.body else "nil"}
+for k, v in pairs({lua_table(s.headers)}) do wrk.headers[k] = v end
+function done(summary, latency, requests) report(summary, latency) end
+"""
+    elif s.kind == "collect":
+        body = f"""
+wrk.method = "GET"
+wrk.path = {lua_string(s.path)}
+for k, v in pairs({lua_table(s.headers)}) do wrk.headers[k] = v end
+codes = {{}}
+function response(status, headers, body)
+  local location = headers["Location"] or headers["location"] or ""
+  local code = location:match("[?&]code=([^&]+)")
+  if status == 302 and code then codes[#codes + 1] = code; ok = ok + 1 else bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  report(summary, latency)
+  local f = assert(io.open({lua_string(codes_out)}, "w"))
+  for _, t in ipairs(threads) do
+    for _, code in ipairs(t:get("codes")) do f:write(code, "\\n") end
+  end
+  f:close()
+end
+"""
+    elif s.kind == "exchange":
+        body = f"""
+local headers = {lua_table(s.headers)}
+function init(args)
+  mine, pos, i = {{}}, 0, 0
+  for line in io.lines({lua_string(s.codes_file)}) do
+    if i % {nthreads} == tid then mine[#mine + 1] = line end
+    i = i + 1
+  end
+end
+function request()
+  pos = pos + 1
+  local code = mine[pos]
+  if code == nil then
+    exhausted = 1
+    wrk.thread:stop()
+    code = "exhausted"
+  end
+  return wrk.format("POST", {lua_string(s.path)}, headers, {lua_string(s.body)} .. code)
+end
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1 else bad = bad + 1 end
+end
+function done(summary, latency, requests) report(summary, latency) end
+"""
+    elif s.kind == "flow":
+        body = f"""
+local page_headers = {lua_table(s.headers)}
+local form_headers = {lua_table({**s.headers, "Content-Type": "application/x-www-form-urlencoded"})}
+local token_headers = {lua_table(s.token_headers)}
+step, csrf, code = 1, nil, nil
+function request()
+  if step == 1 then return wrk.format("GET", {lua_string(s.path)}, page_headers) end
+  if step == 2 then
+    return wrk.format("POST", {lua_string(s.path)}, form_headers, "csrf_token=" .. csrf .. "&decision=allow")
+  end
+  return wrk.format("POST", "/oauth/token", token_headers, {lua_string(s.token_body)} .. code)
+end
+function response(status, headers, body)
+  if step == 1 then
+    csrf = status == 200 and body:match('name="csrf_token" value="([^"]+)"')
+    if csrf then step = 2 else bad = bad + 1 end
+  elseif step == 2 then
+    local location = headers["Location"] or headers["location"] or ""
+    code = status == 302 and location:match("[?&]code=([^&]+)")
+    if code then step = 3 else bad = bad + 1; step = 1 end
+  else
+    if status == 200 then ok = ok + 1 else bad = bad + 1 end
+    step = 1
+  end
+end
+function done(summary, latency, requests) report(summary, latency) end
+"""
+    else:
+        raise ValueError(s.kind)
+    return LUA_COMMON + body
+
+
+def run_wrk(base: str, scenario: Scenario, seconds: float, connections: int, workdir: Path) -> LoadResult:
+    nthreads = connections if scenario.one_connection_per_thread else 2
+    codes_out = str(workdir / f"codes-{secrets.token_hex(4)}.txt")
+    script = workdir / f"scenario-{secrets.token_hex(4)}.lua"
+    script.write_text(lua_script(scenario, nthreads, codes_out))
+    command = ["wrk", f"-t{nthreads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script)]
+    out = subprocess.run(
+        [*command, base + "/"], capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    script.unlink()
+    match = re.search(r"^BENCH_JSON (.*)$", out, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    raw = json.loads(match.group(1))
+    codes: list[str] = []
+    if scenario.kind == "collect":
+        codes = Path(codes_out).read_text().split()
+        Path(codes_out).unlink()
+    counted = scenario.kind != "static"
+    requests_done = int(raw["requests"])
+    return LoadResult(
+        ok=int(raw["ok"]) if counted else requests_done - int(raw["status_errors"]),
+        requests=requests_done,
+        seconds=raw["duration_us"] / 1e6,
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        errors=int(raw["socket_errors"]) + (int(raw["bad"]) if counted else int(raw["status_errors"])),
+        exhausted=bool(raw["exhausted"]),
+        codes=codes,
+    )
+
+
+# The Python fallback: processes of threads, one keep-alive connection per thread.
+
+
+class Connection:
+    """One client connection running a scenario, like a one-connection wrk thread."""
+
+    def __init__(self, host: str, port: int, scenario: Scenario, codes: list[str]) -> None:
+        self.http = http.client.HTTPConnection(host, port, timeout=5)
+        self.scenario, self.codes, self.pos = scenario, codes, 0
+        self.step, self.csrf, self.code = 1, "", ""
+        self.ok = self.bad = 0
+        self.exhausted = False
+        self.collected: list[str] = []
+        self.latencies: list[float] = []
+
+    def next_request(self) -> tuple[str, str, dict[str, str], str] | None:
+        s = self.scenario
+        if s.kind in ("static", "collect"):
+            return s.method, s.path, s.headers, s.body
+        if s.kind == "exchange":
+            if self.pos >= len(self.codes):
+                self.exhausted = True
+                return None
+            self.pos += 1
+            return "POST", s.path, s.headers, s.body + self.codes[self.pos - 1]
+        if self.step == 1:
+            return "GET", s.path, s.headers, ""
+        if self.step == 2:
+            form = {**s.headers, "Content-Type": "application/x-www-form-urlencoded"}
+            return "POST", s.path, form, f"csrf_token={self.csrf}&decision=allow"
+        return "POST", "/oauth/token", s.token_headers, s.token_body + self.code
+
+    def on_response(self, status: int, location: str, body: str) -> None:
+        kind = self.scenario.kind
+        code = parse_qs(urlsplit(location).query).get("code", [""])[0]
+        if kind == "static":
+            self.ok, self.bad = self.ok + (status < 400), self.bad + (status >= 400)
+        elif kind == "collect":
+            if status == 302 and code:
+                self.collected.append(code)
+                self.ok += 1
+            else:
+                self.bad += 1
+        elif kind == "exchange":
+            self.ok, self.bad = self.ok + (status == 200), self.bad + (status != 200)
+        elif self.step == 1:
+            match = CSRF_RE.search(body) if status == 200 else None
+            self.csrf, self.step = (match.group(1), 2) if match else ("", 1)
+            self.bad += not match
+        elif self.step == 2:
+            self.code, self.step = (code, 3) if status == 302 and code else ("", 1)
+            self.bad += not self.code
+        else:
+            self.ok, self.bad, self.step = self.ok + (status == 200), self.bad + (status != 200), 1
+
+    def run(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            request = self.next_request()
+            if request is None:
+                return
+            method, path, headers, body = request
+            started = time.perf_counter()
+            try:
+                self.http.request(method, path, body=body or None, headers=headers)
+                response = self.http.getresponse()
+                text = response.read().decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException):
+                self.bad += 1
+                self.http.close()
+                continue
+            self.latencies.append(time.perf_counter() - started)
+            self.on_response(response.status, response.getheader("Location", ""), text)
+
+
+def python_worker(port: int, scenario: Scenario, code_slices: list[list[str]], seconds: float, queue: Any) -> None:
+    connections = [Connection(HOST, port, scenario, codes) for codes in code_slices]
+    deadline = time.monotonic() + seconds
+    threads = [threading.Thread(target=c.run, args=(deadline,)) for c in connections]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queue.put(
+        {
+            "ok": sum(c.ok for c in connections),
+            "bad": sum(c.bad for c in connections),
+            "exhausted": any(c.exhausted for c in connections),
+            "latencies": [x for c in connections for x in c.latencies],
+            "codes": [x for c in connections for x in c.collected],
+        }
+    )
+
+
+def run_python(base: str, scenario: Scenario, seconds: float, connections: int) -> LoadResult:
+    port = urlsplit(base).port or 80
+    codes = Path(scenario.codes_file).read_text().split() if scenario.kind == "exchange" else []
+    slices = [codes[i::connections] for i in range(connections)]
+    nprocs = min(connections, max(2, (os.cpu_count() or 2)))
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    procs = [
+        context.Process(target=python_worker, args=(port, scenario, slices[i::nprocs], seconds, queue))
+        for i in range(nprocs)
+    ]
+    for p in procs:
+        p.start()
+    parts = [queue.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join(timeout=10)
+    latencies = sorted(x for part in parts for x in part["latencies"])
+    return LoadResult(
+        ok=sum(p["ok"] for p in parts),
+        requests=len(latencies),
+        seconds=seconds,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        errors=sum(p["bad"] for p in parts),
+        exhausted=any(p["exhausted"] for p in parts),
+        codes=[c for p in parts for c in p["codes"]],
+    )
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, math.ceil(pct / 100 * len(values)) - 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# One database: seed, serve, measure
+# ---------------------------------------------------------------------------------------------
+
+MEASUREMENTS = [
+    ("floor", "(a) GET /livez, the floor"),
+    ("api", "(a) GET /api/todos, 10,000-todo org"),
+    ("code", "(b) /oauth/token, authorization_code"),
+    ("refresh", "(b) /oauth/token, refresh_token"),
+    ("flow", "(c) authorize+consent+token flows"),
+    ("page100", "(d) first page, 100-todo org"),
+    ("page100k", "(d) first page, 100,000-todo org"),
+]
+
+
+@dataclass
+class DatabaseRun:
+    database: str
+    rounds: list[dict[str, LoadResult]] = field(default_factory=list)
+    skipped: str = ""
+
+    def median(self, key: str, attribute: str) -> float:
+        return statistics.median(getattr(r[key], attribute) for r in self.rounds)
+
+    def ratio(self, numerator: str, denominator: str) -> float:
+        """Median over rounds of a per-round throughput ratio (the floor drifts between rounds)."""
+        return statistics.median(
+            r[numerator].rate / r[denominator].rate if r[denominator].rate else 0.0 for r in self.rounds
+        )
+
+
+def bench_database(kind: str, args: argparse.Namespace, workdir: Path) -> DatabaseRun:
+    run = DatabaseRun(kind)
+    with database(kind, workdir) as url:
+        port = args.port or free_port()
+        base = f"http://{HOST}:{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SECRET_KEY": secrets.token_urlsafe(32),
+            "PUBLIC_URL": base,
+            "SEED_DEMO": "0",
+            **RATE_LIMIT_ENV,
+        }
+        env.pop("APP_ENV", None)
+        started = time.monotonic()
+        seeded = seed(env)
+        print(f"[{kind}] seeded {sum(ORG_SIZES.values()):,} todos in {time.monotonic() - started:.1f} s", flush=True)
+        with gunicorn(env, port, workdir / f"gunicorn-{kind}.log") as base:
+            tokens = {slug: obtain_tokens(base, seeded, email) for slug, email in seeded["members"].items()}
+            print(f"[{kind}] tokens obtained through login, /idp, consent and /oauth/token", flush=True)
+            scenarios = build_scenarios(seeded, tokens, workdir)
+            load = make_loader(base, args, workdir)
+            load(scenarios["floor"], 2)  # warm up: templates, connection pools, key caches
+            load(scenarios["api"], 2)
+            for n in range(args.rounds):
+                results: dict[str, LoadResult] = {}
+                for key, _ in MEASUREMENTS:
+                    if key == "code":
+                        collected = load(scenarios["collect"], args.seconds)
+                        Path(scenarios["code"].codes_file).write_text("\n".join(collected.codes) + "\n")
+                    results[key] = load(scenarios[key], args.seconds)
+                run.rounds.append(results)
+                summary = ", ".join(f"{k} {v.rate:,.0f}/s" for k, v in results.items())
+                print(f"[{kind}] round {n + 1}/{args.rounds}: {summary}", flush=True)
+    return run
+
+
+def build_scenarios(seeded: dict[str, Any], tokens: dict[str, Tokens], workdir: Path) -> dict[str, Scenario]:
+    ua = {"User-Agent": USER_AGENT}
+    browser = {**ua, "Cookie": tokens["org10k"].session_cookie}
+    form = {**ua, "Content-Type": "application/x-www-form-urlencoded"}
+    code_body = urlencode(token_body(seeded, grant_type="authorization_code", redirect_uri=REDIRECT_URI)) + "&code="
+    refresh_body = urlencode(token_body(seeded, grant_type="refresh_token", refresh_token=tokens["org10k"].refresh_token))
+
+    def api(slug: str) -> Scenario:
+        return Scenario("static", "/api/todos", headers={**ua, "Authorization": f"Bearer {tokens[slug].access_token}"})
+
+    return {
+        "floor": Scenario("static", "/livez", headers=ua),
+        "api": api("org10k"),
+        "page100": api("org100"),
+        "page100k": api("org100k"),
+        "collect": Scenario("collect", "/idp?" + urlencode(authorize_params(seeded["client_id"])), headers=browser),
+        "code": Scenario("exchange", "/oauth/token", headers=form, body=code_body, codes_file=str(workdir / "codes")),
+        "refresh": Scenario("static", "/oauth/token", method="POST", headers=form, body=refresh_body),
+        "flow": Scenario(
+            "flow",
+            "/idp?" + urlencode(authorize_params(seeded["client_id"], prompt="consent")),
+            headers=browser,
+            token_headers=form,
+            token_body=code_body,
+        ),
+    }
+
+
+def make_loader(base: str, args: argparse.Namespace, workdir: Path) -> Any:
+    def load(scenario: Scenario, seconds: float) -> LoadResult:
+        if args.loadgen == "wrk":
+            return run_wrk(base, scenario, seconds, args.connections, workdir)
+        return run_python(base, scenario, seconds, args.connections)
+
+    return load
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(runs: list[DatabaseRun], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"Connected Todos benchmark: gunicorn 2 workers x 4 threads, {args.loadgen} {args.connections} connections "
+        f"on loopback, {args.seconds:g} s per measurement, {args.rounds} round(s), medians over rounds; "
+        f"{os.cpu_count()} CPUs"
+    )
+    header = f"{'database':<11} {'measurement':<40} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+    print(header)
+    print("-" * len(header))
+    for run in runs:
+        if run.skipped:
+            print(f"{run.database:<11} skipped: {run.skipped}")
+            continue
+        for key, label in MEASUREMENTS:
+            rate = run.median(key, "rate")
+            errors = sum(r[key].errors for r in run.rounds)
+            note = " (codes ran out: a lower bound)" if any(r[key].exhausted for r in run.rounds) else ""
+            p50, p99 = run.median(key, "p50_ms"), run.median(key, "p99_ms")
+            print(f"{run.database:<11} {label:<40} {rate:>9,.0f} {p50:>8.2f} {p99:>8.2f} {errors:>7}{note}")
+        print("  flows are 3 requests each (consent page, Allow, token); their p50/p99 are per request.")
+    print()
+    print("Targets")
+    for run in runs:
+        if run.skipped:
+            continue
+        api_ratio = run.ratio("api", "floor")
+        p99 = run.median("api", "p99_ms")
+        page_ratio = run.ratio("page100", "page100k")  # cost ratio: 100k-org cost / 100-org cost
+        p50_ratio = run.median("page100k", "p50_ms") / max(run.median("page100", "p50_ms"), 1e-9)
+        code_ratio, refresh_ratio = run.ratio("code", "floor"), run.ratio("refresh", "floor")
+        lines = [
+            (f"(a) API / floor throughput = {api_ratio:.2f}", f">= {TARGET_API_FLOOR_RATIO:.2f}", api_ratio >= 0.5),
+            (f"API p99 at {args.connections} clients = {p99:.1f} ms", f"< {TARGET_API_P99_MS:.0f} ms", p99 < 50),
+            (
+                f"(d) page cost 100k / 100 = {page_ratio:.2f} (p50 ratio {p50_ratio:.2f})",
+                f"<= {TARGET_PAGE_COST_RATIO}",
+                page_ratio <= TARGET_PAGE_COST_RATIO,
+            ),
+            (
+                f"(b) code exchange / floor = {code_ratio:.3f}, refresh / floor = {refresh_ratio:.3f}",
+                f">= {TARGET_TOKEN_FLOOR_RATIO:.3f} (2x DOT, performance.md)",
+                min(code_ratio, refresh_ratio) >= TARGET_TOKEN_FLOOR_RATIO,
+            ),
+        ]
+        for text, target, ok in lines:
+            print(f"{run.database:<11} {text:<62} target {target:<34} {verdict(ok)}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10, help="duration of each measurement (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per database; medians are reported")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument(
+        "--databases", default="postgresql,sqlite", help="comma-separated: postgresql, sqlite (default both)"
+    )
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto", help="load generator")
+    parser.add_argument("--port", type=int, default=0, help="port for gunicorn on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory with gunicorn's logs")
+    args = parser.parse_args()
+    if args.loadgen == "auto":
+        args.loadgen = "wrk" if shutil.which("wrk") else "python"
+    if args.seconds <= 0 or args.rounds < 1 or args.connections < 1:
+        parser.error("--seconds, --rounds and --connections must be positive")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if args.loadgen == "python":
+        print("wrk not found (apt-get install wrk): using the Python multi-process client", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="connected-todos-bench-"))
+    runs: list[DatabaseRun] = []
+    try:
+        for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
+            if kind not in ("postgresql", "sqlite"):
+                raise SystemExit(f"unknown database {kind}")
+            if kind == "postgresql" and not postgres_available():
+                runs.append(DatabaseRun(kind, skipped=f"PostgreSQL is not reachable at {HOST}:5432"))
+                continue
+            runs.append(bench_database(kind, args, workdir))
+    finally:
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report(runs, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
