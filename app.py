@@ -3108,7 +3108,7 @@ def playground_client() -> Client:
 
 
 @bp.route("/playground")
-@bp.route("/playground/callback")
+@bp.route("/playground/callback", endpoint="playground_callback")
 def playground() -> str:
     """Walk the OAuth flow one step at a time in the browser, without ChatGPT."""
     client = playground_client()
