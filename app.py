@@ -955,6 +955,74 @@ def members() -> Any:
     return render_template("members.html", members=people)
 
 
+def end_member_access(member: Member) -> None:
+    """A new password, a new role or a removal ends every grant the member gave: the API
+    answers 401 at once and a refresh gets invalid_grant. Consent is asked again."""
+    db.session.execute(
+        sa.update(Grant).where(Grant.member_id == member.id, Grant.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    db.session.execute(sa.delete(Consent).where(Consent.member_id == member.id))
+
+
+def colleague_or_404(member_id: int) -> Member:
+    member = db.session.get(Member, member_id) if 0 < member_id < ID_LIMIT else None
+    if member is None or member.organization_id != current_user.organization_id:
+        abort(404)
+    return member
+
+
+@bp.route("/members/<int:member_id>/role", methods=["POST"])
+@admin_required
+def change_role(member_id: int) -> Any:
+    """Make a member an admin, or an admin a member."""
+    member, role = colleague_or_404(member_id), request.form.get("role")
+    if role not in ("admin", "member"):
+        abort(400, "Choose the role admin or member.")
+    if member.id == current_user.id:
+        abort(400, "Ask another admin to change your own role.")
+    if member.role != role:
+        member.role = role
+        end_member_access(member)
+        db.session.commit()
+        flash(f"{member.email} is now {'an admin' if role == 'admin' else 'a member'}; their apps must ask again.")
+    return redirect(url_for("main.members"))
+
+
+@bp.route("/members/<int:member_id>/remove", methods=["POST"])
+@admin_required
+def remove_member(member_id: int) -> Any:
+    """Remove a member from the organization; their apps are cut off at once."""
+    member = colleague_or_404(member_id)
+    if member.id == current_user.id:
+        abort(400, "You cannot remove yourself.")
+    end_member_access(member)
+    db.session.delete(member)  # their todos stay, without a creator
+    db.session.commit()
+    flash(f"{member.email} was removed from {member.organization.name}.")
+    return redirect(url_for("main.members"))
+
+
+@bp.route("/settings/password", methods=["GET", "POST"])
+@login_required
+def change_password() -> Any:
+    """Change the password; every app the member connected must be allowed again."""
+    if request.method == "POST":
+        new = request.form.get("new_password", "")
+        if not current_user.check_password(request.form.get("current_password", "")):
+            flash("The current password is not right.", "error")
+        elif len(new) < 8:
+            flash("Choose a password of at least 8 characters.", "error")
+        else:
+            member = current_user._get_current_object()
+            member.set_password(new)
+            end_member_access(member)
+            db.session.commit()
+            start_session(member)  # a new session id, too
+            flash("Password changed. Apps you had connected must be allowed again.")
+            return redirect(url_for("main.connected_apps"))
+    return render_template("password.html")
+
+
 # The error code each protocol uses for an HTTP status, for errors raised outside the protocols'
 # own handlers (an unknown path, a wrong method, a body too large, a rate limit, an outage).
 OAUTH_ERRORS = {429: "temporarily_unavailable", 500: "server_error", 503: "temporarily_unavailable"}
