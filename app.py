@@ -40,6 +40,7 @@ from datetime import timedelta
 from functools import wraps
 from ipaddress import ip_address
 from typing import Any
+from urllib.parse import parse_qsl
 from urllib.parse import unquote
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
@@ -739,16 +740,24 @@ def reject_unstorable_input() -> Response | None:
     return None
 
 
+def allow_form_redirect(uri: str) -> None:
+    """Let this page's form lead, through redirects, to ``uri`` (CSP form-action)."""
+    parts = urlsplit(uri)
+    source = f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else f"{parts.scheme}:"
+    g.setdefault("form_redirects", set()).add(source)
+
+
 def security_headers(response: Response) -> Response:
     """No page may be framed (RFC 9700 §4.16), and no URL with a code or token leaks as a Referer."""
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if response.mimetype == "text/html":
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
-        )
+        # form-action also governs the redirects after a form is sent: a page whose form leads
+        # on to a client's redirect URI (consent, login) names that origin (allow_form_redirect).
+        form_action = " ".join(["'self'", *sorted(g.get("form_redirects", ()))])
+        policy = f"default-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+        response.headers.setdefault("Content-Security-Policy", policy + "; object-src 'none'")
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
     return response
@@ -903,6 +912,7 @@ def login() -> Any:
             session["org_choice"] = {"ids": [m.id for m in matches], "at": int(time.time())}
             return redirect(url_for("main.choose_organization", returnTo=target))
         flash("That email and password do not match a member.", "error")
+    allow_authorization_redirect(return_to())
     return render_template("login.html", return_to=request.values.get("returnTo", ""))
 
 
@@ -919,6 +929,7 @@ def choose_organization() -> Any:
             start_session(chosen)
             return redirect(return_to())
         flash("Choose one of the organizations.", "error")
+    allow_authorization_redirect(return_to())
     return render_template("choose_org.html", members=members, return_to=return_to())
 
 
@@ -1963,6 +1974,19 @@ def authorization_request_problem(args: MultiDict[str, str]) -> str | None:
     return None
 
 
+def allow_authorization_redirect(target: str) -> None:
+    """After login, /idp may send the browser straight on to the client (consent remembered):
+    let the login form's CSP allow that client's registered redirect URI."""
+    path, _, query = target.partition("?")
+    if path != url_for("main.authorize"):
+        return
+    args = MultiDict(parse_qsl(query))
+    client = query_client(args.get("client_id", ""))
+    uri = args.get("redirect_uri") or (client.get_default_redirect_uri() if client else None)
+    if client and uri and client.check_redirect_uri(uri):
+        allow_form_redirect(uri)
+
+
 def consent_needed(client: Client, member: Member, scope: str) -> bool:
     """First-party apps and scopes already consented to skip the consent page."""
     if request.args.get("prompt") and "consent" in request.args["prompt"].split():
@@ -2035,6 +2059,7 @@ def authorize() -> Any:
         if request.args.get("prompt") == "none":
             error = ConsentRequiredError(redirect_uri=grant.redirect_uri, state=request.args.get("state"))
             return server.handle_error_response(None, error)
+        allow_form_redirect(grant.redirect_uri)
         return render_template(
             "consent.html",
             client=client,

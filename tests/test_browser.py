@@ -137,6 +137,20 @@ def test_the_whole_gpt_journey_in_a_browser(app, base_url, browser, callback_ser
     received = parse_qs(urlsplit(Callbacks.received[-1]).query)
     assert received["state"] == [state] and received["iss"] == [base_url]
 
+    # 5b. Consent is remembered: a second request goes from the login form straight on to the
+    # callback, through two redirects that the login page's CSP form-action must allow.
+    again = browser.new_context()
+    second = again.new_page()
+    second.goto(f"{base_url}/idp?{query}")
+    second.wait_for_url(lambda url: url.startswith(f"{base_url}/login"))
+    csp = second.evaluate("() => fetch(location.href).then(r => r.headers.get('content-security-policy'))")
+    assert f"form-action 'self' {urlsplit(callback_server).scheme}://{urlsplit(callback_server).netloc}" in csp
+    second.get_by_label("Email").fill(email)
+    second.get_by_label("Password").fill(PASSWORD)
+    second.get_by_role("button", name="Log in").click()
+    second.wait_for_url(lambda url: url.startswith(callback_server))
+    again.close()
+
     # 6. The code is exchanged.
     tokens = requests.post(
         f"{base_url}/oauth/token",
