@@ -611,6 +611,21 @@ class AccessToken(db.Model):
         return bool(self.revoked_at or self.grant.revoked_at)
 
 
+class AuditEvent(db.Model):
+    """Who did what to which app, from where and when. Never a secret, code or token."""
+
+    __table_args__ = (sa.Index("ix_audit_event_at", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(sa.String(40), index=True)
+    actor: Mapped[str | None] = mapped_column(sa.String(254))  # a member's email, or the client
+    member_id: Mapped[int | None]  # kept after the member is gone: the trail outlives them
+    client_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    ip_address: Mapped[str | None] = mapped_column(sa.String(64))
+    detail: Mapped[str] = mapped_column(sa.String(500), default="")
+
+
 class SigningKey(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     kid: Mapped[str] = mapped_column(sa.String(64), unique=True)
@@ -626,6 +641,45 @@ class SigningKey(db.Model):
 def sha256(value: str) -> str:
     """Hash a 256-bit random secret for storage; a password hash would add nothing but cost."""
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+AUDIT_EVENTS = (
+    "login_succeeded",
+    "login_failed",
+    "consent_given",
+    "consent_denied",
+    "token_issued",
+    "code_reuse_detected",
+    "refresh_reuse_detected",
+    "token_revoked",
+    "app_disconnected",
+    "client_created",
+    "client_registered",
+    "client_secret_rotated",
+    "client_deleted",
+    "redirect_uri_added",
+    "redirect_uri_removed",
+    "password_changed",
+    "role_changed",
+    "member_removed",
+)
+
+
+def audit(
+    event: str, member: Any = None, client_id: str | None = None, detail: str = "", actor: str | None = None
+) -> None:
+    """Add an audit record to the current transaction; the caller's commit keeps it."""
+    assert event in AUDIT_EVENTS, event
+    db.session.add(
+        AuditEvent(
+            event=event,
+            actor=actor or (member.email if member is not None else None),
+            member_id=member.id if member is not None else None,
+            client_id=client_id,
+            ip_address=request.remote_addr if has_request_context() else None,
+            detail=detail[:500],
+        )
+    )
 
 
 def is_safe_return_path(target: str | None) -> bool:
@@ -825,6 +879,7 @@ def member_form_error(email: str, name: str, password: str) -> str | None:
 
 def start_session(member: Member) -> None:
     """Log the member in with a fresh session, so that no pre-login session survives."""
+    db.session.commit()  # the audit record of the login
     session.clear()
     login_user(member)
     session["sid"] = secrets.token_urlsafe(16)  # a new session id for every login
@@ -903,6 +958,7 @@ def login() -> Any:
             check_password_hash(DUMMY_PASSWORD_HASH, password)
         matches = [m for m in candidates if m.check_password(password)]
         if len(matches) == 1:
+            audit("login_succeeded", matches[0])
             start_session(matches[0])
             return redirect(return_to())
         if matches:
@@ -911,6 +967,8 @@ def login() -> Any:
             session.clear()
             session["org_choice"] = {"ids": [m.id for m in matches], "at": int(time.time())}
             return redirect(url_for("main.choose_organization", returnTo=target))
+        audit("login_failed", actor=email[:254])
+        db.session.commit()
         flash("That email and password do not match a member.", "error")
     allow_authorization_redirect(return_to())
     return render_template("login.html", return_to=request.values.get("returnTo", ""))
@@ -922,10 +980,13 @@ def choose_organization() -> Any:
     choice = session.get("org_choice")
     if not choice or time.time() - choice["at"] > 300:
         return redirect(url_for("main.login"))
-    members = db.session.scalars(sa.select(Member).where(Member.id.in_(choice["ids"]))).all()
+    members = db.session.scalars(
+        sa.select(Member).where(Member.id.in_(choice["ids"])).order_by(Member.organization_id)
+    ).all()
     if request.method == "POST":
         chosen = next((m for m in members if str(m.id) == request.form.get("member_id")), None)
         if chosen:
+            audit("login_succeeded", chosen, detail="after choosing the organization")
             start_session(chosen)
             return redirect(return_to())
         flash("Choose one of the organizations.", "error")
@@ -966,13 +1027,14 @@ def members() -> Any:
     return render_template("members.html", members=people)
 
 
-def end_member_access(member: Member) -> None:
+def end_member_access(member: Member, event: str, detail: str = "") -> None:
     """A new password, a new role or a removal ends every grant the member gave: the API
     answers 401 at once and a refresh gets invalid_grant. Consent is asked again."""
     db.session.execute(
         sa.update(Grant).where(Grant.member_id == member.id, Grant.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
     db.session.execute(sa.delete(Consent).where(Consent.member_id == member.id))
+    audit(event, member, detail=detail or f"by {current_user.email}")
 
 
 def colleague_or_404(member_id: int) -> Member:
@@ -993,7 +1055,7 @@ def change_role(member_id: int) -> Any:
         abort(400, "Ask another admin to change your own role.")
     if member.role != role:
         member.role = role
-        end_member_access(member)
+        end_member_access(member, "role_changed", f"to {role} by {current_user.email}")
         db.session.commit()
         flash(f"{member.email} is now {'an admin' if role == 'admin' else 'a member'}; their apps must ask again.")
     return redirect(url_for("main.members"))
@@ -1006,7 +1068,7 @@ def remove_member(member_id: int) -> Any:
     member = colleague_or_404(member_id)
     if member.id == current_user.id:
         abort(400, "You cannot remove yourself.")
-    end_member_access(member)
+    end_member_access(member, "member_removed")
     db.session.delete(member)  # their todos stay, without a creator
     db.session.commit()
     flash(f"{member.email} was removed from {member.organization.name}.")
@@ -1026,7 +1088,7 @@ def change_password() -> Any:
         else:
             member = current_user._get_current_object()
             member.set_password(new)
-            end_member_access(member)
+            end_member_access(member, "password_changed", "by the member")
             db.session.commit()
             start_session(member)  # a new session id, too
             flash("Password changed. Apps you had connected must be allowed again.")
@@ -1629,6 +1691,7 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
         )
     grant.last_used_at = now
     oauth_request.client.last_used_at = now
+    audit("token_issued", grant.member, oauth_request.client.client_id, oauth_request.payload.grant_type)
     db.session.commit()
     if oauth_request.payload.grant_type == "authorization_code" and db.session.scalar(
         sa.select(AuthorizationCode.replayed_at).where(AuthorizationCode.id == grant.authorization_code_id)
@@ -1759,6 +1822,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 .values(revoked_at=now)
             )
             log.warning("authorization code reused by client %s; grant revoked", client.client_id)
+            audit("code_reuse_detected", db.session.get(Member, item.member_id), client.client_id)
         db.session.commit()
         if not redeemed:
             return None
@@ -1796,6 +1860,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             ).rowcount
             if not rotated:
                 revoke_grant(item.grant, "refresh token reused")
+                audit("refresh_reuse_detected", item.grant.member, client.client_id)
                 db.session.commit()
                 return None
             db.session.commit()
@@ -2053,7 +2118,10 @@ def authorize() -> Any:
     client, scope = grant.client, grant.request.scope
     if request.method == "POST":
         if request.form.get("decision") != "allow":
+            audit("consent_denied", member, client.client_id, scope)
+            db.session.commit()
             return server.create_authorization_response(grant=grant, grant_user=None)
+        audit("consent_given", member, client.client_id, scope)
         remember_consent(client, member, scope)
     elif consent_needed(client, member, scope):
         if request.args.get("prompt") == "none":
@@ -2114,6 +2182,8 @@ class Revocation(RevocationEndpoint):
             revoke_grant(token.grant, "refresh token revoked by the client")
         else:
             token.revoked_at = utcnow()
+        kind = "refresh token" if isinstance(token, RefreshToken) else "access token"
+        audit("token_revoked", token.grant.member, token.grant.client.client_id, f"{kind}, by the client")
         db.session.commit()
 
 
@@ -2276,6 +2346,8 @@ def register_client_dynamically() -> tuple[Response, int]:
         logo_uri=metadata.get("logo_uri"),
     )
     db.session.add(client)
+    db.session.flush()
+    audit("client_registered", client_id=client.client_id, actor=client.name, detail=" ".join(client.redirect_uris))
     db.session.commit()
     body = {
         "client_id": client.client_id,
@@ -3054,6 +3126,8 @@ def setup_gpt() -> Response:
     except ValueError as error:
         flash(str(error), "error")
         return redirect(url_for("main.setup"))
+    audit("client_created", current_user, client.client_id, client.client_type)
+    db.session.commit()
     flash(f"{client.name} is registered. Copy the secret now: it is shown only once.")
     return no_store(render_client_page(client, secret=secret))
 
@@ -3095,8 +3169,10 @@ def setup_add_redirect_uri(client_id: str) -> Any:
             return redirect(url_for("main.setup_client", client_id=client.client_id))
         return no_store(render_client_page(client, pending_uri=uri))  # asks to confirm
     try:
+        audit("redirect_uri_added", current_user, client.client_id, uri)
         add_redirect_uri(client, uri)
     except ValueError as error:
+        db.session.rollback()
         flash(str(error), "error")
     else:
         looks_like = "ChatGPT's callback URL" if CHATGPT_CALLBACK.fullmatch(uri) else "The callback URL"
@@ -3111,6 +3187,7 @@ def setup_remove_redirect_uri(client_id: str) -> Any:
     client = setup_client_or_404(client_id)
     uri = request.form.get("redirect_uri", "")
     client.redirect_uris = [u for u in client.redirect_uris if u != uri]
+    audit("redirect_uri_removed", current_user, client.client_id, uri)
     db.session.commit()
     flash(f"Removed {uri}.")
     return redirect(url_for("main.setup_client", client_id=client.client_id))
@@ -3125,10 +3202,17 @@ def setup_rotate_secret(client_id: str) -> Any:
     if client.is_public:
         abort(400, "A public client has no secret.")
     if action == "start":
+        audit("client_secret_rotated", current_user, client.client_id, "started")
         secret = start_secret_rotation(client)
         flash("A new secret is ready; the old one keeps working until you complete the rotation.")
         return no_store(render_client_page(client, secret=secret))
     if action in ("complete", "cancel"):
+        audit(
+            "client_secret_rotated",
+            current_user,
+            client.client_id,
+            "completed" if action == "complete" else "cancelled",
+        )
         finish_secret_rotation(client, complete=action == "complete")
         flash("Rotation completed: only the new secret works now." if action == "complete" else "Rotation cancelled.")
     return redirect(url_for("main.setup_client", client_id=client.client_id))
@@ -3139,10 +3223,29 @@ def setup_rotate_secret(client_id: str) -> Any:
 def setup_delete_client(client_id: str) -> Any:
     """Delete a connected app; every token it holds stops working."""
     client = setup_client_or_404(client_id)
+    audit("client_deleted", current_user, client.client_id, client.name)
     db.session.delete(client)  # grants, and with them every token, go too
     db.session.commit()
     flash(f"{client.name} is deleted and all of its tokens are revoked.")
     return redirect(url_for("main.setup"))
+
+
+@bp.route("/setup/audit")
+@operator_required
+def audit_log() -> Response:
+    """The audit trail, newest first, filtered by event, client or actor."""
+    query = sa.select(AuditEvent).order_by(AuditEvent.id.desc())
+    event, client_id, actor = (request.args.get(k, "").strip() for k in ("event", "client_id", "actor"))
+    if event:
+        query = query.where(AuditEvent.event == event)
+    if client_id:
+        query = query.where(AuditEvent.client_id == client_id)
+    if actor:
+        query = query.where(AuditEvent.actor == actor)
+    events = db.session.scalars(query.limit(200)).all()
+    return no_store(
+        render_template("audit.html", events=events, names=AUDIT_EVENTS, event=event, client_id=client_id, actor=actor)
+    )
 
 
 @bp.route("/settings/connected-apps")
@@ -3178,6 +3281,7 @@ def revoke_connected_app(client_id: str) -> Any:
     client = query_client(client_id)
     if client is None:
         abort(404)
+    audit("app_disconnected", current_user, client.client_id)
     disconnect(current_user, client)
     flash(f"{client.name} can no longer act for you.")
     return redirect(url_for("main.connected_apps"))

@@ -36,6 +36,7 @@ import json
 import math
 import multiprocessing
 import os
+import queue as queue_module
 import re
 import secrets
 import shutil
@@ -140,8 +141,14 @@ def seed(env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
     queue = context.Queue()
     process = context.Process(target=seed_database, args=(env, queue))
     process.start()
+    deadline = time.monotonic() + timeout
     try:
-        return queue.get(timeout=timeout)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue_module.Empty):
+                return queue.get(timeout=1)
+            if not process.is_alive():
+                raise RuntimeError(f"seeding failed (exit code {process.exitcode}); its traceback is above")
+        raise RuntimeError(f"seeding took more than {timeout:.0f} s")
     finally:
         process.join(timeout=30)
         if process.is_alive():
@@ -154,8 +161,22 @@ def seed(env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
 
 
 def psql(sql: str) -> None:
-    subprocess.run(
-        ["psql", "-q", "-h", HOST, "-p", "5432", "-U", "postgres", "-d", "postgres", "-c", sql],
+    """Run one statement as postgres on the local cluster (trust auth)."""
+    subprocess.run(  # noqa: S603  (a fixed command; sql is the script's own)
+        [
+            shutil.which("psql") or "/usr/bin/psql",
+            "-q",
+            "-h",
+            HOST,
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
         check=True,
         timeout=60,
         capture_output=True,
@@ -214,7 +235,9 @@ def gunicorn(env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
         "app:app",
     ]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True)
+        process = subprocess.Popen(  # noqa: S603  (our own interpreter and fixed arguments)
+            command, cwd=REPO, env=env, stdout=log, stderr=log, start_new_session=True
+        )
     base = f"http://{HOST}:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -285,7 +308,7 @@ def obtain_tokens(base: str, seeded: dict[str, Any], email: str) -> Tokens:
         allow_redirects=False,
         timeout=30,
     )
-    assert response.status_code == 302, f"login failed: {response.status_code}"
+    assert response.status_code == 302, f"login failed: {response.status_code} {response.text[:300]}"
     consent = http.get(base + response.headers["Location"], allow_redirects=False, timeout=10)
     csrf = CSRF_RE.search(consent.text)
     assert consent.status_code == 200 and csrf, f"no consent page: {consent.status_code}"
@@ -296,7 +319,10 @@ def obtain_tokens(base: str, seeded: dict[str, Any], email: str) -> Tokens:
     token = requests.post(
         f"{base}/oauth/token",
         data=token_body(
-            seeded, grant_type="authorization_code", code=code_of(callback.headers["Location"]), redirect_uri=REDIRECT_URI
+            seeded,
+            grant_type="authorization_code",
+            code=code_of(callback.headers["Location"]),
+            redirect_uri=REDIRECT_URI,
         ),
         headers={"User-Agent": USER_AGENT},
         timeout=10,
@@ -476,8 +502,17 @@ def run_wrk(base: str, scenario: Scenario, seconds: float, connections: int, wor
     codes_out = str(workdir / f"codes-{secrets.token_hex(4)}.txt")
     script = workdir / f"scenario-{secrets.token_hex(4)}.lua"
     script.write_text(lua_script(scenario, nthreads, codes_out))
-    command = ["wrk", f"-t{nthreads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script)]
-    out = subprocess.run(
+    command = [
+        shutil.which("wrk") or "wrk",
+        f"-t{nthreads}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+    ]
+    out = subprocess.run(  # noqa: S603  (wrk with the script's own arguments)
         [*command, base + "/"], capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
     script.unlink()
@@ -704,7 +739,9 @@ def build_scenarios(seeded: dict[str, Any], tokens: dict[str, Tokens], workdir: 
     browser = {**ua, "Cookie": tokens["org10k"].session_cookie}
     form = {**ua, "Content-Type": "application/x-www-form-urlencoded"}
     code_body = urlencode(token_body(seeded, grant_type="authorization_code", redirect_uri=REDIRECT_URI)) + "&code="
-    refresh_body = urlencode(token_body(seeded, grant_type="refresh_token", refresh_token=tokens["org10k"].refresh_token))
+    refresh_body = urlencode(
+        token_body(seeded, grant_type="refresh_token", refresh_token=tokens["org10k"].refresh_token)
+    )
 
     def api(slug: str) -> Scenario:
         return Scenario("static", "/api/todos", headers={**ua, "Authorization": f"Bearer {tokens[slug].access_token}"})
@@ -816,8 +853,13 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def stop_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwind, so that gunicorn stops and the database is dropped
+
+
 def main() -> int:
     args = parse_args()
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     if args.loadgen == "python":
         print("wrk not found (apt-get install wrk): using the Python multi-process client", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="connected-todos-bench-"))
@@ -830,6 +872,9 @@ def main() -> int:
                 runs.append(DatabaseRun(kind, skipped=f"PostgreSQL is not reachable at {HOST}:5432"))
                 continue
             runs.append(bench_database(kind, args, workdir))
+    except BaseException:
+        args.keep = True  # keep gunicorn's log for the post-mortem
+        raise
     finally:
         if args.keep:
             print(f"logs kept in {workdir}")
