@@ -58,7 +58,11 @@ def test_operators_read_and_filter_the_audit_log(app, base_url, org, gpt):
     operator.login()
     callback_params(Person(base_url, org.member_email).authorize(gpt_params(gpt)))
     page = operator.get(f"/setup/audit?client_id={gpt.client_id}")
-    assert page.status_code == 200 and "<td>consent_given</td>" in page.text and page.headers["Cache-Control"] == "no-store"
+    assert (
+        page.status_code == 200
+        and "<td>consent_given</td>" in page.text
+        and page.headers["Cache-Control"] == "no-store"
+    )
     assert "<td>login_succeeded</td>" not in page.text  # filtered to the client
     only = operator.get("/setup/audit?event=consent_denied&client_id=" + gpt.client_id)
     assert "Nothing matches" in only.text
