@@ -2232,7 +2232,9 @@ def repeated_parameter_error() -> Response | None:
     """RFC 6749 §3.2: request parameters MUST NOT be included more than once."""
     body = request_body(request)
     if repeated := [key for key in body if len(body.getlist(key)) > 1]:
-        return server.handle_error_response(None, InvalidRequestError(f"The parameter {repeated[0]} is repeated."))
+        # RFC 6749 §5.2 allows only printable ASCII, without " and \, in error_description.
+        name = re.sub(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]", "?", repeated[0])[:40]
+        return server.handle_error_response(None, InvalidRequestError(f"The parameter {name} is repeated."))
     return None
 
 

@@ -236,3 +236,12 @@ def tokens(base_url, org, gpt) -> dict:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def tokens_for_fuzz(world) -> str:
+    """An MCP access token with every todo scope, for fuzzing /mcp."""
+    from test_mcp import mcp_client
+    from test_mcp import mcp_token
+
+    return mcp_token(world.base_url, world.org().admin_email, mcp_client(world))["access_token"]

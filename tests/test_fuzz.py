@@ -1,0 +1,115 @@
+"""Hypothesis-driven fuzzing of the protocol endpoints over HTTP: whatever arrives, the answer is
+never a 5xx, and every error is in the protocol's own format."""
+
+import json
+import os
+
+import requests
+from conftest import bearer
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+NAMES = [
+    "client_id",
+    "client_secret",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "code",
+    "grant_type",
+    "code_verifier",
+    "code_challenge",
+    "code_challenge_method",
+    "refresh_token",
+    "token",
+    "token_type_hint",
+    "resource",
+    "prompt",
+    "nonce",
+    "max_age",
+]
+# Any text an HTTP client can send in a form (lone surrogates cannot be encoded; JSON bodies try them).
+SENDABLE = st.text(st.characters(exclude_categories=("Cs",)), max_size=300)
+SPECIAL = ["", "openid", "code", "S256", "plain", "authorization_code", "refresh_token", "\x00", "%00", "javascript:x"]
+TEXT = SENDABLE | st.sampled_from(SPECIAL)
+PARAMS = st.lists(
+    st.tuples(st.sampled_from(NAMES) | st.text(st.characters(exclude_categories=("Cs",)), max_size=20), TEXT),
+    max_size=8,
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=50),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=15), inner, max_size=4),
+    max_leaves=15,
+)
+
+
+def assert_oauth_error(response: requests.Response) -> None:
+    assert response.status_code < 500, response.text[:300]
+    if response.status_code >= 400:
+        body = response.json()
+        assert isinstance(body["error"], str) and "\n" not in body.get("error_description", "")
+
+
+@FUZZ
+@given(params=PARAMS)
+def test_the_authorization_endpoint_never_fails(base_url, params):
+    response = requests.get(f"{base_url}/idp", params=params, allow_redirects=False)
+    assert response.status_code < 500, response.text[:300]
+    if response.status_code == 302:  # only ever to a registered client's URI, never elsewhere
+        assert response.headers["Location"].startswith("/login")
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(["/oauth/token", "/oauth/revoke", "/oauth/introspect"]),
+    params=PARAMS,
+    basic=st.none() | st.tuples(st.text(max_size=20), st.text(max_size=20)),
+)
+def test_token_revocation_and_introspection_never_fail(base_url, path, params, basic):
+    try:
+        response = requests.post(base_url + path, data=params, auth=basic)
+    except UnicodeEncodeError:  # requests itself cannot send such Basic credentials
+        return
+    assert_oauth_error(response)
+
+
+@FUZZ
+@given(path=st.sampled_from(["/oauth/token", "/oauth/register"]), body=JSON)
+def test_json_bodies_never_fail(base_url, path, body):
+    response = requests.post(base_url + path, data=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert_oauth_error(response)
+
+
+@FUZZ
+@given(message=JSON)
+def test_mcp_never_fails_and_answers_json_rpc(base_url, tokens_for_fuzz, message):
+    headers = {**bearer(tokens_for_fuzz), "Content-Type": "application/json", "MCP-Protocol-Version": "2025-11-25"}
+    response = requests.post(f"{base_url}/mcp", data=json.dumps(message), headers=headers)
+    assert response.status_code < 500, response.text[:300]
+    if response.content:
+        assert response.json()["jsonrpc"] == "2.0"
+
+
+@FUZZ
+@given(
+    name=st.sampled_from(["whoami", "list_todos", "add_todo", "update_todo", "complete_todo", "delete_todo"]),
+    arguments=st.dictionaries(
+        st.sampled_from(["id", "title", "notes", "completed", "due_date", "limit", "cursor"]) | st.text(max_size=10),
+        JSON,
+        max_size=4,
+    ),
+)
+def test_mcp_tools_never_fail(base_url, tokens_for_fuzz, name, arguments):
+    headers = {**bearer(tokens_for_fuzz), "MCP-Protocol-Version": "2025-11-25"}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+    response = requests.post(f"{base_url}/mcp", json=body, headers=headers)
+    assert response.status_code in (200, 400), response.text[:300]  # 400: text no database can store
+    assert "result" in response.json() or response.json()["error"]["code"] == -32700
