@@ -787,7 +787,7 @@ def report(runs: list[DatabaseRun], args: argparse.Namespace) -> None:
     print(
         f"Connected Todos benchmark: gunicorn 2 workers x 4 threads, {args.loadgen} {args.connections} connections "
         f"on loopback, {args.seconds:g} s per measurement, {args.rounds} round(s), medians over rounds; "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, load average now {os.getloadavg()[0]:.2f}"
     )
     header = f"{'database':<11} {'measurement':<40} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
     print(header)
@@ -864,6 +864,9 @@ def main() -> int:
         print("wrk not found (apt-get install wrk): using the Python multi-process client", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="connected-todos-bench-"))
     runs: list[DatabaseRun] = []
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"warning: load average {load:.2f} before the run: other work skews the figures", flush=True)
     try:
         for kind in [d.strip() for d in args.databases.split(",") if d.strip()]:
             if kind not in ("postgresql", "sqlite"):
