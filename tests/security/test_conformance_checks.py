@@ -100,3 +100,10 @@ def test_a_consent_post_with_a_foreign_csrf_token_gets_no_code(base_url, org, gp
         token = csrf_of(attacker.authorize(gpt_params(gpt, prompt="consent"), decision=None).text)
     response = victim.post(page.url, {"csrf_token": token, "decision": "allow"})
     assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_hsts_over_https_only(base_url):
+    """RFC 9700 §4.1.1 rests on TLS: behind a TLS proxy every answer pins https."""
+    secure = requests.get(f"{base_url}/login", headers={"X-Forwarded-Proto": "https"})
+    assert secure.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert "Strict-Transport-Security" not in requests.get(f"{base_url}/login").headers
