@@ -1031,13 +1031,20 @@ def members() -> Any:
     return render_template("members.html", members=people)
 
 
+def revoke_member_grants(member: Member, client: Any = None) -> None:
+    """End every grant the member gave (to one client, or to all) and forget the consent: the
+    API answers 401 at once, a refresh gets invalid_grant, and consent is asked again."""
+    grants = sa.update(Grant).where(Grant.member_id == member.id, Grant.revoked_at.is_(None))
+    consents = sa.delete(Consent).where(Consent.member_id == member.id)
+    if client is not None:
+        grants, consents = grants.where(Grant.client_id == client.id), consents.where(Consent.client_id == client.id)
+    db.session.execute(grants.values(revoked_at=utcnow()))
+    db.session.execute(consents)
+
+
 def end_member_access(member: Member, event: str, detail: str = "") -> None:
-    """A new password, a new role or a removal ends every grant the member gave: the API
-    answers 401 at once and a refresh gets invalid_grant. Consent is asked again."""
-    db.session.execute(
-        sa.update(Grant).where(Grant.member_id == member.id, Grant.revoked_at.is_(None)).values(revoked_at=utcnow())
-    )
-    db.session.execute(sa.delete(Consent).where(Consent.member_id == member.id))
+    """A new password, a new role or a removal cuts every app the member connected off."""
+    revoke_member_grants(member)
     audit(event, member, detail=detail or f"by {current_user.email}")
 
 
@@ -1888,6 +1895,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         pass  # rotation happened atomically in authenticate_refresh_token
 
+
 class OpenIDConnect(OpenIDCode):
     """ID tokens (OpenID Connect Core §2), signed with the current database key."""
 
@@ -1996,17 +2004,6 @@ def record_rejected_redirect(client: Client, uri: str) -> None:
         db.session.add(RejectedRedirect(client_id=client.id, redirect_uri=uri))
     else:
         row.count, row.last_seen_at = row.count + 1, utcnow()
-    db.session.commit()
-
-
-def disconnect(member: Member, client: Client) -> None:
-    """Forget the member's consent and revoke every grant they gave the client, at once."""
-    db.session.execute(sa.delete(Consent).where(Consent.member_id == member.id, Consent.client_id == client.id))
-    db.session.execute(
-        sa.update(Grant)
-        .where(Grant.member_id == member.id, Grant.client_id == client.id, Grant.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
     db.session.commit()
 
 
@@ -3288,7 +3285,8 @@ def revoke_connected_app(client_id: str) -> Any:
     if client is None:
         abort(404)
     audit("app_disconnected", current_user, client.client_id)
-    disconnect(current_user, client)
+    revoke_member_grants(current_user, client)
+    db.session.commit()
     flash(f"{client.name} can no longer act for you.")
     return redirect(url_for("main.connected_apps"))
 
