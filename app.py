@@ -1175,6 +1175,9 @@ def csrf_error(error: CSRFError) -> tuple[str, int]:
 
 TITLE_MAX = 200
 ID_LIMIT = 2**31  # ids are 32-bit integers on every database
+# Titles are trimmed of ASCII whitespace only: every such character is also whitespace to the
+# pattern in openapi.yaml (ECMA-262 \s), so a title the schema allows is a title the API accepts.
+ASCII_WHITESPACE = " \t\n\r\f\v"
 NOTES_MAX = 5000
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
@@ -1198,11 +1201,12 @@ def clean_todo(data: dict[str, Any], partial: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "title" in data or not partial:
         title = data.get("title")
-        if not isinstance(title, str) or not title.strip():
+        title = title.strip(ASCII_WHITESPACE) if isinstance(title, str) else None
+        if not title:
             raise TodoError("title is required and must be a non-empty string.", "title")
-        if len(title.strip()) > TITLE_MAX:
+        if len(title) > TITLE_MAX:
             raise TodoError(f"title must be at most {TITLE_MAX} characters.", "title")
-        values["title"] = title.strip()
+        values["title"] = title
     if "notes" in data:
         notes = data["notes"] if data["notes"] is not None else ""
         if not isinstance(notes, str):
@@ -1220,7 +1224,7 @@ def clean_todo(data: dict[str, Any], partial: bool) -> dict[str, Any]:
 
 
 def parse_due_date(value: Any) -> date | None:
-    if value in (None, ""):
+    if value is None:
         return None
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         try:
@@ -1235,19 +1239,19 @@ def todo_query(member: Member) -> sa.Select[tuple[Todo]]:
     return sa.select(Todo).where(Todo.organization_id == member.organization_id)
 
 
+# A cursor is the id of the last todo on the previous page: the next page holds the older ones.
+CURSOR_PATTERN = "^[1-9][0-9]{0,9}$"
+CURSOR_SCHEMA = {"type": "string", "pattern": CURSOR_PATTERN, "description": "next_cursor from the previous page."}
+
+
 def encode_cursor(todo_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{todo_id}".encode()).decode().rstrip("=")
+    return str(todo_id)
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix == "id" and value.isascii() and value.isdigit() and 0 < int(value) < ID_LIMIT:
-            return int(value)
-    except ValueError:
-        pass
-    raise TodoError("cursor is not one this server gave out.", "cursor", 400)
+    if re.fullmatch(CURSOR_PATTERN, cursor):
+        return min(int(cursor), ID_LIMIT)  # any id is a fine place to start; none is above the limit
+    raise TodoError("cursor must be the next_cursor of the previous page.", "cursor", 400)
 
 
 def list_todos(
@@ -1259,7 +1263,7 @@ def list_todos(
     query = todo_query(member)
     if completed is not None:
         query = query.where(Todo.completed == completed)
-    if cursor:
+    if cursor is not None:
         query = query.where(Todo.id < decode_cursor(cursor))
     rows = db.session.scalars(query.order_by(Todo.id.desc()).limit(limit + 1)).all()
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
@@ -1299,8 +1303,20 @@ def delete_todo(member: Member, todo_id: int) -> None:
 
 # The shapes of a todo and a member, shared by openapi.yaml and the MCP tools' schemas.
 TODO_PROPERTIES = {
-    "title": {"type": "string", "minLength": 1, "maxLength": TITLE_MAX, "description": "What to do."},
-    "notes": {"type": "string", "maxLength": NOTES_MAX, "description": "Details, may be empty."},
+    # Text is stored as given, except that no database keeps a NUL; a title needs a visible character.
+    "title": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": TITLE_MAX,
+        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        "description": "What to do.",
+    },
+    "notes": {
+        "type": "string",
+        "maxLength": NOTES_MAX,
+        "pattern": r"^[^\u0000]*$",
+        "description": "Details, may be empty.",
+    },
     "completed": {"type": "boolean", "description": "Whether it is done."},
     "due_date": {"type": ["string", "null"], "format": "date", "description": "Due date, YYYY-MM-DD."},
 }
@@ -1385,7 +1401,7 @@ def todos() -> Any:
                 {
                     "title": form.get("title", ""),
                     "notes": form.get("notes", ""),
-                    "due_date": form.get("due_date", ""),
+                    "due_date": form.get("due_date") or None,  # an empty date field means none
                 },
             )
             flash("Todo added.")
@@ -1394,7 +1410,7 @@ def todos() -> Any:
         return redirect(url_for("main.todos"))
     completed = {"open": False, "done": True}.get(request.args.get("show", ""))
     try:
-        page, next_cursor = list_todos(current_user, completed, PAGE_MAX, request.args.get("cursor"))
+        page, next_cursor = list_todos(current_user, completed, PAGE_MAX, request.args.get("cursor") or None)
     except TodoError:
         return redirect(url_for("main.todos"))
     return render_template("todos.html", todos=page, next_cursor=next_cursor)
@@ -1414,7 +1430,7 @@ def edit_todo(todo_id: int) -> Any:
                 {
                     "title": form.get("title", ""),
                     "notes": form.get("notes", ""),
-                    "due_date": form.get("due_date", ""),
+                    "due_date": form.get("due_date") or None,  # an empty date field means none
                     "completed": form.get("completed") == "on",
                 },
             )
@@ -2667,11 +2683,7 @@ def api_list_todos() -> Response:
           required: false
           description: How many todos per page, from 1 to 100.
           schema: {type: integer, minimum: 1, maximum: 100, default: 20}
-        - name: cursor
-          in: query
-          required: false
-          description: The next_cursor of the previous page.
-          schema: {type: string}
+        - Cursor
       responses:
         "200":
           description: A page of todos.
@@ -2890,7 +2902,7 @@ TOOLS = {
             {
                 "completed": {"type": "boolean", "description": "Only completed (true) or open (false) todos."},
                 "limit": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": PAGE_DEFAULT},
-                "cursor": {"type": "string", "description": "next_cursor from the previous page."},
+                "cursor": CURSOR_SCHEMA,
             },
             [],
             todo_page_schema(TODO_SCHEMA),
@@ -3387,6 +3399,16 @@ def openapi_spec(base_url: str) -> dict[str, Any]:
         "path",
         {"name": "todo_id", "required": True, "schema": {"type": "integer"}, "description": "The todo's id."},
     )
+    spec.components.parameter(
+        "Cursor",
+        "query",
+        {
+            "name": "cursor",
+            "required": False,
+            "schema": CURSOR_SCHEMA,
+            "description": "The next_cursor of the previous page.",
+        },
+    )
     for name, text in [
         ("BadRequest", "The request is malformed."),
         ("Unauthorized", "The access token is missing, invalid or revoked."),
@@ -3563,8 +3585,9 @@ def rotate_keys_command() -> None:
 @click.option("--output", default="openapi.yaml", show_default=True)
 def openapi_command(output: str) -> None:
     """Write openapi.yaml from the API views."""
+    text = openapi_yaml(OPENAPI_BASE_URL)  # built before the file is opened, so an error keeps the old one
     with open(output, "w") as f:
-        f.write(openapi_yaml(OPENAPI_BASE_URL))
+        f.write(text)
     click.echo(f"Wrote {output}")
 
 

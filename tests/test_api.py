@@ -55,6 +55,7 @@ def test_create_read_update_delete(base_url, tokens):
         ({"title": "ok", "completed": "yes"}, "completed"),
         ({"title": "ok", "due_date": "tomorrow"}, "due_date"),
         ({"title": "ok", "due_date": "2026-02-30"}, "due_date"),
+        ({"title": "ok", "due_date": ""}, "due_date"),  # null clears a date; openapi.yaml allows no ""
         ({"title": "ok", "owner": 1}, "owner"),
     ],
 )
@@ -99,6 +100,8 @@ def test_pagination_with_limit_cursor_and_completed(base_url, world, gpt):
         ({"limit": 0}, "limit"),
         ({"limit": "x"}, "limit"),
         ({"cursor": "bogus!"}, "cursor"),
+        ({"cursor": ""}, "cursor"),
+        ({"cursor": "0"}, "cursor"),
         ({"completed": "maybe"}, "completed"),
     ],
 )
