@@ -187,6 +187,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         LOGIN_RATE_LIMIT=os.environ.get("RATE_LIMIT_LOGIN", "20 per minute"),  # per IP address
         LOGIN_ACCOUNT_RATE_LIMIT=os.environ.get("RATE_LIMIT_LOGIN_ACCOUNT", "5 per minute; 30 per hour"),
         TOKEN_RATE_LIMIT=os.environ.get("RATE_LIMIT_TOKEN", "120 per minute"),
+        # Failed client authentications per client_id and address, at the token, revocation and
+        # introspection endpoints together.
+        CLIENT_AUTH_RATE_LIMIT=os.environ.get("RATE_LIMIT_CLIENT_AUTH", "10 per minute; 100 per day"),
         REGISTRATION_RATE_LIMIT=os.environ.get("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
         API_RATE_LIMIT=os.environ.get("RATE_LIMIT_API", "600 per minute"),
         MCP_ALLOWED_ORIGINS=[o.strip() for o in os.environ.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
@@ -1631,8 +1634,9 @@ server = AuthorizationServer()
 
 # Client authentication (RFC 6749 §2.3.1). Any failure, an unknown client_id included, is one
 # 401 invalid_client with a WWW-Authenticate challenge (§5.2).
-def basic_credentials(oauth_request: OAuth2Request) -> tuple[str, str] | None:
-    scheme, _, value = oauth_request.headers.get("Authorization", "").partition(" ")
+def basic_credentials(authorization: str) -> tuple[str, str] | None:
+    """The client_id and secret of an HTTP Basic ``Authorization`` header, if it is one."""
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
@@ -1643,7 +1647,7 @@ def basic_credentials(oauth_request: OAuth2Request) -> tuple[str, str] | None:
 
 
 def authenticate_secret_basic(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
-    credentials = basic_credentials(oauth_request)
+    credentials = basic_credentials(oauth_request.headers.get("Authorization", ""))
     if credentials and (client := query(credentials[0])) and client.check_client_secret(credentials[1]):
         return client
     return None
@@ -1666,6 +1670,31 @@ def authenticate_public(query: Callable[[str], Client | None], oauth_request: OA
 server.register_client_auth_method("client_secret_basic", authenticate_secret_basic)
 server.register_client_auth_method("client_secret_post", authenticate_secret_post)
 server.register_client_auth_method("none", authenticate_public)
+
+
+def client_auth_key() -> str:
+    """Who is trying to authenticate as whom: the client_id a request presents, and its address.
+
+    Failed authentications are counted per client and address, so that guessing a client's secret
+    is throttled (OAuth 2.1 §2.4.1, RFC 6819 §5.1.4.2.3) while a stranger's failures cannot lock the
+    client itself out.
+    """
+    credentials = basic_credentials(request.headers.get("Authorization", ""))
+    client_id = credentials[0] if credentials else request_body(request).get("client_id", "")
+    return f"client-auth:{client_id[:100]}:{get_remote_address()}"
+
+
+def failed_client_auth(response: Response) -> bool:
+    return response.status_code == 401  # invalid_client, and only that, answers 401 (RFC 6749 §5.2)
+
+
+# Token, revocation and introspection all check a client's secret, so they share one count.
+client_auth_limit = limiter.shared_limit(
+    configured_limit("CLIENT_AUTH_RATE_LIMIT"),
+    scope="client-auth",
+    key_func=client_auth_key,
+    deduct_when=failed_client_auth,
+)
 
 
 def new_client_id() -> str:
@@ -2239,6 +2268,7 @@ server.register_endpoint(Introspection)
 
 @bp.route("/oauth/token", methods=["POST"])
 @csrf.exempt
+@client_auth_limit
 @limiter.limit(configured_limit("TOKEN_RATE_LIMIT"))
 def issue_token() -> Response:
     """The token endpoint (RFC 6749 §3.2): authorization_code and refresh_token grants."""
@@ -2257,6 +2287,7 @@ def repeated_parameter_error() -> Response | None:
 
 @bp.route("/oauth/revoke", methods=["POST"])
 @csrf.exempt
+@client_auth_limit
 def revoke_token() -> Response:
     """Revoke an access or refresh token (RFC 7009)."""
     return repeated_parameter_error() or server.create_endpoint_response(Revocation.ENDPOINT_NAME)
@@ -2264,6 +2295,7 @@ def revoke_token() -> Response:
 
 @bp.route("/oauth/introspect", methods=["POST"])
 @csrf.exempt
+@client_auth_limit
 def introspect_token() -> Response:
     """Describe a token to the client it was issued to (RFC 7662)."""
     return repeated_parameter_error() or server.create_endpoint_response(Introspection.ENDPOINT_NAME)
