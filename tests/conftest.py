@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import secrets
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from urllib.parse import parse_qs
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
@@ -23,6 +28,8 @@ import flask_migrate
 import pytest
 import requests
 import sqlalchemy as sa
+import time_machine
+from joserfc import jwt
 from werkzeug.serving import make_server
 
 _tmp = tempfile.mkdtemp(prefix="connected-todos-")
@@ -35,6 +42,7 @@ from app import db  # noqa: E402
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct horse battery"
+MCP_VERSION = {"MCP-Protocol-Version": "2025-11-25"}
 GPT_CALLBACK = "https://chat.openai.com/aip/g-0635bc4d3822cb8e34e6970c89332f8fe4fbd28b/oauth/callback"
 
 
@@ -54,6 +62,7 @@ def app():
         "LOGIN_RATE_LIMIT",
         "LOGIN_ACCOUNT_RATE_LIMIT",
         "TOKEN_RATE_LIMIT",
+        "CLIENT_AUTH_RATE_LIMIT",
         "REGISTRATION_RATE_LIMIT",
         "API_RATE_LIMIT",
     ):
@@ -220,6 +229,16 @@ def org(world) -> Org:
 
 
 @pytest.fixture
+def operator(app, base_url, org) -> Person:
+    """The org's admin, made an operator of this deployment, signed in."""
+    result = app.test_cli_runner().invoke(args=["make-operator", org.admin_email])
+    assert result.exit_code == 0, result.output
+    person = Person(base_url, org.admin_email)
+    person.login()
+    return person
+
+
+@pytest.fixture
 def gpt(world) -> Client:
     return world.client()
 
@@ -234,6 +253,14 @@ def tokens(base_url, org, gpt) -> dict:
     return response.json()
 
 
+@pytest.fixture
+def clock():
+    """The process's clock, the served app's included, under the test's control: ``clock.shift(s)``
+    moves every reading of the time (codes, tokens, JWT checks) ``s`` seconds on, and it keeps ticking."""
+    with time_machine.travel(datetime.now(UTC), tick=True) as traveller:
+        yield traveller
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -245,3 +272,188 @@ def tokens_for_fuzz(world) -> str:
     from test_mcp import mcp_token
 
     return mcp_token(world.base_url, world.org().admin_email, mcp_client(world))["access_token"]
+
+
+# Helpers shared by the topic tests and the security suite.
+
+
+def idp(base_url: str, params: dict) -> requests.Response:
+    return requests.get(f"{base_url}/idp?" + urlencode(params), allow_redirects=False)
+
+
+def new_code(base_url, org, client, **extra) -> str:
+    return callback_params(Person(base_url, org.admin_email).authorize(gpt_params(client, **extra)))["code"]
+
+
+def jwt_part(token: str, index: int) -> dict:
+    segment = token.split(".")[index]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def public_code(base_url, org, world, challenge):
+    client = world.client(redirect_uris=("http://127.0.0.1/cb",), public=True, name="CLI")
+    extra = {"code_challenge": challenge, "code_challenge_method": "S256"} if challenge else {}
+    return client, new_code(base_url, org, client, **extra)
+
+
+def mint(app, claims: dict, header: dict | None = None, key=None) -> str:
+    with app.app_context():
+        signing_key = key or todo_app.current_signing_key()
+        header = {"alg": "RS256", "typ": "at+jwt", "kid": signing_key.kid, **(header or {})}
+        return jwt.encode(header, claims, signing_key)
+
+
+def good_claims(base_url, tokens) -> dict:
+    segment = tokens["access_token"].split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def me_status(base_url, token) -> int:
+    response = requests.get(f"{base_url}/api/me", headers=bearer(token))
+    if response.status_code == 401:
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    return response.status_code
+
+
+@contextmanager
+def limit(app, name: str, value: str):
+    old = app.config[name]
+    app.config[name] = value
+    try:
+        yield
+    finally:
+        app.config[name] = old
+
+
+def in_parallel(count: int, work: Callable[[], requests.Response]) -> list[requests.Response]:
+    barrier, results = threading.Barrier(count), []
+
+    def run() -> None:
+        barrier.wait()
+        results.append(work())
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def failed_login(base_url, email, password="wrong password") -> requests.Response:
+    person = Person(base_url, email, password)
+    return person.login()
+
+
+def refresh(base_url, client, refresh_token, style="post", **extra):
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    return token_request(base_url, client, data, style)
+
+
+def public_tokens(base_url, org, world):
+    client = world.client(redirect_uris=("http://127.0.0.1/cb",), public=True, name="CLI")
+    verifier, challenge = pkce_pair()
+    params = gpt_params(client, code_challenge=challenge, code_challenge_method="S256")
+    code = callback_params(Person(base_url, org.admin_email).authorize(params))["code"]
+    return client, exchange(base_url, client, code, style="none", code_verifier=verifier).json()
+
+
+def introspect(base_url, client, token, **extra):
+    return requests.post(
+        f"{base_url}/oauth/introspect", data={"token": token, **extra}, auth=(client.client_id, client.client_secret)
+    )
+
+
+def token_for(base_url, email, client, scope="openid todos:read todos:write") -> str:
+    return connected(base_url, email, client, scope=scope)["access_token"]
+
+
+def api(base_url, method, path, token, **kwargs) -> requests.Response:
+    return requests.request(method, f"{base_url}/api{path}", headers=bearer(token), **kwargs)
+
+
+def register(base_url, **metadata) -> requests.Response:
+    body = {"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"], **metadata}
+    return requests.post(f"{base_url}/oauth/register", json=body)
+
+
+def connected(base_url, email, client, **params) -> dict:
+    """The token response a client gets once ``email`` allows it."""
+    code = callback_params(Person(base_url, email).authorize(gpt_params(client, **params)))["code"]
+    return exchange(base_url, client, code).json()
+
+
+def assert_cut_off(base_url, gpt, tokens) -> None:
+    assert requests.get(f"{base_url}/api/me", headers=bearer(tokens["access_token"])).status_code == 401
+    refresh = token_request(base_url, gpt, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refresh.json()["error"] == "invalid_grant"
+
+
+def member_id(page_html: str, email: str) -> str:
+    row = page_html.split(email)[1]
+    return row.split("/members/")[1].split("/")[0]
+
+
+def mcp_client(world):
+    """A client as an MCP client registers itself (RFC 7591), public with PKCE."""
+    response = requests.post(
+        f"{world.base_url}/oauth/register",
+        json={
+            "client_name": "Raw MCP client",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code", "refresh_token"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    from conftest import Client
+
+    return Client(response.json()["client_id"], None, "http://127.0.0.1/callback")
+
+
+def mcp_token(base_url, email, client, scope="todos:read todos:write", **extra) -> dict:
+    verifier, challenge = pkce_pair()
+    params = gpt_params(client, scope=scope, code_challenge=challenge, code_challenge_method="S256", **extra)
+    code = callback_params(Person(base_url, email).authorize(params))["code"]
+    resource = {"resource": extra["resource"]} if "resource" in extra else {}
+    response = exchange(base_url, client, code, style="none", code_verifier=verifier, **resource)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture
+def mcp_access(base_url, org, world) -> str:
+    return mcp_token(base_url, org.admin_email, mcp_client(world), resource=f"{base_url}/mcp")["access_token"]
+
+
+def rpc(base_url, token, method, params=None, message_id=1, headers=None) -> requests.Response:
+    body = {"jsonrpc": "2.0", "method": method}
+    if message_id is not None:
+        body["id"] = message_id
+    if params is not None:
+        body["params"] = params
+    return requests.post(f"{base_url}/mcp", json=body, headers={**bearer(token), **MCP_VERSION, **(headers or {})})
+
+
+def call(base_url, token, name, arguments):
+    return rpc(base_url, token, "tools/call", {"name": name, "arguments": arguments})
+
+
+def logged_in(base_url, email) -> Person:
+    person = Person(base_url, email)
+    person.login()
+    return person
+
+
+def add_todo(person: Person, title: str, **fields) -> None:
+    page = person.get("/todos")
+    response = person.post("/todos", {"csrf_token": csrf_of(page.text), "title": title, **fields})
+    assert response.status_code == 302
+
+
+def todo_ids(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r"/todos/(\d+)/edit", html)]

@@ -1,22 +1,11 @@
-"""The todo REST API: bearer tokens (RFC 6750), scopes, validation, pagination, isolation."""
+"""The todo REST API: bearer tokens (RFC 6750), validation and pagination."""
 
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import Person
+from conftest import api
 from conftest import bearer
-from conftest import callback_params
-from conftest import exchange
-from conftest import gpt_params
-
-
-def token_for(base_url, email, client, scope="openid todos:read todos:write") -> str:
-    code = callback_params(Person(base_url, email).authorize(gpt_params(client, scope=scope)))["code"]
-    return exchange(base_url, client, code).json()["access_token"]
-
-
-def api(base_url, method, path, token, **kwargs) -> requests.Response:
-    return requests.request(method, f"{base_url}/api{path}", headers=bearer(token), **kwargs)
+from conftest import token_for
 
 
 def test_me_names_the_member_and_organization(base_url, org, tokens):
@@ -120,55 +109,9 @@ def test_no_token_gets_401_with_a_challenge_and_no_error_code(base_url):
     assert challenge.startswith("Bearer ") and "error=" not in challenge  # RFC 6750 §3.1
 
 
-def test_a_token_in_the_query_string_is_ignored(base_url, tokens):
-    response = requests.get(f"{base_url}/api/todos", params={"access_token": tokens["access_token"]})
-    assert response.status_code == 401
-
-
-@pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 9000])
-def test_an_invalid_token_gets_invalid_token(base_url, token):
-    response = requests.get(f"{base_url}/api/todos", headers=bearer(token))
-    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
-
-
-def test_a_tampered_token_gets_invalid_token(base_url, tokens):
-    header, payload, signature = tokens["access_token"].split(".")
-    tampered = f"{header}.{payload[:-2]}AA.{signature}"
-    assert requests.get(f"{base_url}/api/me", headers=bearer(tampered)).status_code == 401
-
-
-def test_a_read_only_token_cannot_write(base_url, org, gpt):
-    token = token_for(base_url, org.admin_email, gpt, scope="openid todos:read")
-    assert api(base_url, "GET", "/todos", token).status_code == 200
-    for method, path in [("POST", "/todos"), ("PATCH", "/todos/1"), ("DELETE", "/todos/1")]:
-        response = api(base_url, method, path, token, json={"title": "x"})
-        assert response.status_code == 403
-        assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
-        assert 'scope="todos:write"' in response.headers["WWW-Authenticate"]
-
-
-def test_a_token_without_todos_read_cannot_read(base_url, org, gpt):
-    token = token_for(base_url, org.admin_email, gpt, scope="openid profile")
-    assert api(base_url, "GET", "/todos", token).status_code == 403
-    assert api(base_url, "GET", "/me", token).status_code == 403
-
-
 def test_a_token_stops_working_when_its_member_is_removed(base_url, world, gpt):
     org = world.org()
     token = token_for(base_url, org.member_email, gpt)
     assert api(base_url, "GET", "/me", token).status_code == 200
     world.sql(sa.text("DELETE FROM member WHERE email = :e"), e=org.member_email)
     assert api(base_url, "GET", "/me", token).status_code == 401
-
-
-def test_organizations_are_isolated_on_every_endpoint(base_url, world, gpt):
-    mine, theirs = world.org(), world.org()
-    their_token = token_for(base_url, theirs.admin_email, gpt)
-    my_token = token_for(base_url, mine.admin_email, gpt)
-    secret = api(base_url, "POST", "/todos", their_token, json={"title": "Their secret"}).json()
-    listed = api(base_url, "GET", "/todos", my_token, params={"limit": 100}).json()["todos"]
-    assert secret["id"] not in [t["id"] for t in listed]
-    assert api(base_url, "GET", f"/todos/{secret['id']}", my_token).status_code == 404
-    assert api(base_url, "PATCH", f"/todos/{secret['id']}", my_token, json={"title": "mine now"}).status_code == 404
-    assert api(base_url, "DELETE", f"/todos/{secret['id']}", my_token).status_code == 404
-    assert api(base_url, "GET", f"/todos/{secret['id']}", their_token).json()["title"] == "Their secret"

@@ -1,8 +1,7 @@
-"""Members on the web: sign-up, login, organization choice, returnTo, logout, cookies, CSRF."""
+"""Members on the web: sign-up, login, organization choice, returnTo, and managing members."""
 
 import re
 
-import pytest
 import requests
 from conftest import PASSWORD
 from conftest import Person
@@ -46,15 +45,6 @@ def test_login_lands_on_todos(base_url, org):
     assert response.status_code == 302 and response.headers["Location"] == "/todos"
 
 
-@pytest.mark.parametrize("email_kind", ["known", "unknown"])
-def test_login_failure_does_not_say_whether_the_email_exists(base_url, org, email_kind):
-    email = org.member_email if email_kind == "known" else "nobody@nowhere.test"
-    person = Person(base_url, email, password="wrong password")
-    response = person.login()
-    assert response.status_code == 200
-    assert "That email and password do not match a member." in response.text
-
-
 def test_an_email_in_two_organizations_chooses_after_the_password(base_url, world):
     first, second = world.org(), world.org()
     shared = "shared@two-orgs.test"
@@ -85,74 +75,12 @@ def test_the_organization_chooser_needs_the_password_first(base_url):
     assert Person(base_url, "x@y.test").get("/login/organization").headers["Location"] == "/login"
 
 
-@pytest.mark.parametrize(
-    "target",
-    [
-        "//evil.test/",
-        "/\\evil.test/",
-        "\\\\evil.test",
-        "https://evil.test/",
-        "javascript:alert(1)",
-        "/%2F%2Fevil.test/",
-        "/%252F%252Fevil.test/",
-        "/%5Cevil.test",
-        "/\t/evil.test",
-        "%2F%2Fevil.test",
-        "evil.test",
-    ],
-)
-def test_login_ignores_a_returnto_that_is_not_a_same_origin_path(base_url, org, target):
-    response = Person(base_url, org.member_email).login(return_to=target)
-    assert response.headers["Location"] == "/todos"
-
-
 def test_login_follows_next_and_returnto_paths(base_url, org):
     person = Person(base_url, org.member_email)
     page = person.get("/login?next=/members")
     data = {"csrf_token": csrf_of(page.text), "email": org.member_email, "password": PASSWORD}
     assert person.post("/login?next=/members", data).headers["Location"] == "/members"
     assert Person(base_url, org.member_email).login("/idp?a=1&b=%2F").headers["Location"] == "/idp?a=1&b=%2F"
-
-
-def test_login_starts_a_new_session(base_url, org):
-    person = Person(base_url, org.member_email)
-    person.get("/login")
-    before = person.http.cookies.get("session")
-    person.login()
-    after = person.http.cookies.get("session")
-    assert before and after and before != after
-    # The pre-login session cannot be replayed to act as the member.
-    stale = requests.get(f"{base_url}/todos", cookies={"session": before}, allow_redirects=False)
-    assert stale.status_code == 302
-
-
-def test_logout_is_a_post_with_csrf(base_url, org):
-    person = Person(base_url, org.member_email)
-    person.login()
-    assert person.get("/logout").status_code == 405
-    assert person.post("/logout", {}).status_code == 400  # no CSRF token
-    page = person.get("/todos")
-    assert person.post("/logout", {"csrf_token": csrf_of(page.text)}).status_code == 302
-    assert person.get("/todos").status_code == 302
-
-
-def test_session_cookie_is_httponly_and_lax(base_url):
-    response = requests.get(f"{base_url}/login")
-    cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
-
-
-def test_session_cookie_is_secure_over_https_behind_a_proxy(base_url):
-    response = requests.get(f"{base_url}/login", headers={"X-Forwarded-Proto": "https"})
-    assert "Secure" in response.headers["Set-Cookie"]
-
-
-@pytest.mark.parametrize("path", ["/login", "/signup", "/todos", "/members"])
-def test_state_changing_forms_need_a_csrf_token(base_url, org, path):
-    person = Person(base_url, org.admin_email)
-    person.login()
-    response = person.post(path, {"email": org.admin_email, "password": PASSWORD, "title": "x"})
-    assert response.status_code == 400 and "The form expired" in response.text
 
 
 def test_an_admin_adds_a_member_who_can_then_log_in(base_url, org):
@@ -177,3 +105,11 @@ def test_a_member_who_is_not_an_admin_cannot_add_members(base_url, org):
 def test_pages_that_need_login_redirect_to_it(base_url):
     response = requests.get(f"{base_url}/todos", allow_redirects=False)
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_members_cannot_manage_members(base_url, world):
+    org = world.org()
+    person = Person(base_url, org.member_email)
+    person.login()
+    page = person.get("/todos")
+    assert person.post("/members/1/remove", {"csrf_token": csrf_of(page.text)}).status_code == 403

@@ -16,15 +16,6 @@ from conftest import token_request
 CALLBACK = "https://chatgpt.com/aip/g-1bc9e788468a358cb5138906b5c6d706d0ecb2cc/oauth/callback"
 
 
-@pytest.fixture
-def operator(app, base_url, org) -> Person:
-    result = app.test_cli_runner().invoke(args=["make-operator", org.admin_email])
-    assert result.exit_code == 0, result.output
-    person = Person(base_url, org.admin_email)
-    person.login()
-    return person
-
-
 def create_gpt(operator: Person, name: str = "My GPT") -> tuple[Client, str]:
     page = operator.get("/setup")
     response = operator.post("/setup/gpt", {"csrf_token": csrf_of(page.text), "name": name})

@@ -1,32 +1,23 @@
-"""The token endpoint: client authentication, codes, PKCE at exchange, token contents."""
+"""The token endpoint at work: the GPT journey, JSON bodies, the tokens' contents and PKCE.
 
-import base64
-import json
-import threading
+Its defences (client authentication, code injection, PKCE downgrade) are in tests/security/."""
+
 import time
 
 import pytest
 import requests
-import sqlalchemy as sa
 from conftest import Person
 from conftest import bearer
 from conftest import callback_params
 from conftest import exchange
 from conftest import gpt_params
+from conftest import jwt_part
+from conftest import new_code
 from conftest import pkce_pair
+from conftest import public_code
 from conftest import token_request
 from joserfc import jwt
 from joserfc.jwk import KeySet
-
-
-def new_code(base_url, org, client, **extra) -> str:
-    return callback_params(Person(base_url, org.admin_email).authorize(gpt_params(client, **extra)))["code"]
-
-
-def jwt_part(token: str, index: int) -> dict:
-    segment = token.split(".")[index]
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-
 
 # The GPT Action journey end to end: no PKCE, a UUID state, commas in the scope.
 
@@ -105,115 +96,12 @@ def test_a_refresh_token_is_issued_without_offline_access(base_url, org, gpt):
     assert body["refresh_token"]
 
 
-# Client authentication (RFC 6749 §2.3, §5.2).
-
-
-@pytest.mark.parametrize("secret", ["wrong", ""])
-@pytest.mark.parametrize("style", ["post", "basic"])
-def test_a_wrong_or_missing_secret_gets_invalid_client_401(base_url, org, gpt, secret, style):
-    code = new_code(base_url, org, gpt)
-    response = exchange(base_url, gpt.__class__(gpt.client_id, secret, gpt.redirect_uri), code, style)
-    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
-    assert response.headers["WWW-Authenticate"].startswith("Basic")
-
-
-def test_a_confidential_client_cannot_use_auth_method_none(base_url, org, gpt):
-    code = new_code(base_url, org, gpt)
-    response = exchange(base_url, gpt, code, style="none")
-    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
-
-
 def test_an_unknown_grant_type_is_unsupported(base_url, gpt):
     response = token_request(base_url, gpt, {"grant_type": "password", "username": "a", "password": "b"})
     assert response.status_code == 400 and response.json()["error"] == "unsupported_grant_type"
 
 
-# Authorization codes (RFC 6749 §4.1.2, §10.5; RFC 9700 §4.5).
-
-
-def test_a_code_has_at_least_128_bits_and_is_stored_hashed(base_url, org, gpt, world):
-    code = new_code(base_url, org, gpt)
-    assert len(code) >= 43 and code.isalnum()
-    stored = world.sql(sa.text("SELECT code_hash FROM authorization_code")).scalars().all()
-    assert code not in stored and all(len(h) == 64 for h in stored)
-
-
-def test_a_code_redeemed_twice_fails_and_revokes_the_first_tokens(base_url, org, gpt):
-    code = new_code(base_url, org, gpt)
-    first = exchange(base_url, gpt, code).json()
-    assert requests.get(f"{base_url}/api/me", headers=bearer(first["access_token"])).status_code == 200
-    second = exchange(base_url, gpt, code)
-    assert second.status_code == 400 and second.json()["error"] == "invalid_grant"
-    assert requests.get(f"{base_url}/api/me", headers=bearer(first["access_token"])).status_code == 401
-    refresh = token_request(base_url, gpt, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
-    assert refresh.json()["error"] == "invalid_grant"
-
-
-def test_an_expired_code_is_invalid_grant(base_url, org, gpt, world):
-    code = new_code(base_url, org, gpt)
-    world.sql(sa.text("UPDATE authorization_code SET expires_at = :past"), past="2000-01-01 00:00:00")
-    response = exchange(base_url, gpt, code)
-    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
-
-
-def test_a_code_lives_at_most_five_minutes(base_url, org, gpt, world):
-    new_code(base_url, org, gpt)
-    row = world.sql(sa.text("SELECT expires_at FROM authorization_code ORDER BY id DESC LIMIT 1")).scalar()
-    from app import utcnow
-
-    expires_at = row if not isinstance(row, str) else __import__("datetime").datetime.fromisoformat(row)
-    assert 0 < (expires_at - utcnow()).total_seconds() <= 300
-
-
-def test_a_code_is_bound_to_its_client(base_url, org, gpt, world):
-    other = world.client(name="Other")
-    code = new_code(base_url, org, gpt)
-    response = exchange(base_url, other.__class__(other.client_id, other.client_secret, gpt.redirect_uri), code)
-    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
-    assert exchange(base_url, gpt, code).status_code == 200  # the rightful client still can
-
-
-def test_a_code_is_bound_to_its_redirect_uri(base_url, org, gpt):
-    code = new_code(base_url, org, gpt)
-    response = token_request(
-        base_url,
-        gpt,
-        {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": "https://chatgpt.com/aip/g-other/oauth/callback",
-        },
-    )
-    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
-
-
-def test_of_concurrent_redemptions_exactly_one_succeeds(base_url, org, gpt):
-    code = new_code(base_url, org, gpt)
-    responses: list[requests.Response] = []
-    barrier = threading.Barrier(20)
-
-    def redeem() -> None:
-        barrier.wait()
-        responses.append(exchange(base_url, gpt, code))
-
-    threads = [threading.Thread(target=redeem) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(r.status_code for r in responses) == [200] + [400] * 19
-    # The replays are an attack on the code (RFC 9700 §4.5): the one token issued is revoked.
-    token = next(r.json()["access_token"] for r in responses if r.status_code == 200)
-    assert requests.get(f"{base_url}/api/me", headers=bearer(token)).status_code == 401
-
-
-# PKCE at the token endpoint (RFC 7636 §4.6, RFC 9700 §4.8).
-
-
-def public_code(base_url, org, world, challenge):
-    client = world.client(redirect_uris=("http://127.0.0.1/cb",), public=True, name="CLI")
-    extra = {"code_challenge": challenge, "code_challenge_method": "S256"} if challenge else {}
-    return client, new_code(base_url, org, client, **extra)
+# PKCE at the token endpoint (RFC 7636 §4.6); its attacks are in security/.
 
 
 def test_public_client_flow_with_pkce(base_url, org, world):
@@ -222,26 +110,6 @@ def test_public_client_flow_with_pkce(base_url, org, world):
     response = exchange(base_url, client, code, style="none", code_verifier=verifier)
     assert response.status_code == 200, response.text
     assert requests.get(f"{base_url}/api/todos", headers=bearer(response.json()["access_token"])).status_code == 200
-
-
-def test_a_wrong_code_verifier_is_invalid_grant(base_url, org, world):
-    _, challenge = pkce_pair()
-    client, code = public_code(base_url, org, world, challenge)
-    response = exchange(base_url, client, code, style="none", code_verifier=pkce_pair()[0])
-    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
-
-
-def test_a_missing_code_verifier_is_rejected_when_a_challenge_was_sent(base_url, org, gpt):
-    _, challenge = pkce_pair()
-    code = new_code(base_url, org, gpt, code_challenge=challenge, code_challenge_method="S256")
-    response = exchange(base_url, gpt, code)  # a confidential client too
-    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
-
-
-def test_a_code_verifier_without_a_challenge_is_rejected(base_url, org, gpt):
-    code = new_code(base_url, org, gpt)
-    response = exchange(base_url, gpt, code, code_verifier=pkce_pair()[0])
-    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
 
 
 def test_confidential_clients_may_skip_pkce(base_url, org, gpt):

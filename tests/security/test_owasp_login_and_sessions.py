@@ -1,0 +1,97 @@
+"""The login pages, after OWASP's Authentication, Session Management and Credential Stuffing cheat
+sheets: throttling, no account enumeration, scrypt, a new session at login, and safe cookies."""
+
+import statistics
+import time
+
+import pytest
+import requests
+from conftest import PASSWORD
+from conftest import Person
+from conftest import csrf_of
+from conftest import failed_login
+from conftest import limit
+
+
+@pytest.mark.parametrize("email_kind", ["known", "unknown"])
+def test_login_failure_does_not_say_whether_the_email_exists(base_url, org, email_kind):
+    email = org.member_email if email_kind == "known" else "nobody@nowhere.test"
+    person = Person(base_url, email, password="wrong password")
+    response = person.login()
+    assert response.status_code == 200
+    assert "That email and password do not match a member." in response.text
+
+
+def test_logins_are_throttled_per_address(app, base_url):
+    with limit(app, "LOGIN_RATE_LIMIT", "4 per minute"):
+        statuses = [failed_login(base_url, f"user{i}@nowhere.test").status_code for i in range(5)]
+    assert statuses[:4] == [200] * 4 and statuses[4] == 429
+
+
+def test_repeated_failed_logins_for_one_account_are_throttled(app, base_url, org):
+    with limit(app, "LOGIN_ACCOUNT_RATE_LIMIT", "3 per minute"):
+        statuses = [failed_login(base_url, org.member_email).status_code for _ in range(3)]
+        throttled = failed_login(base_url, org.member_email)
+        # Even the right password waits: the account is being guessed at.
+        right = failed_login(base_url, org.member_email, PASSWORD)
+        other_account = failed_login(base_url, org.admin_email)
+    assert statuses == [200, 200, 200] and throttled.status_code == 429 and right.status_code == 429
+    assert "Too many requests" in throttled.text and int(throttled.headers["Retry-After"]) > 0
+    assert other_account.status_code == 200  # another account is not locked out
+
+
+def test_successful_logins_do_not_count_against_the_account(app, base_url, org):
+    with limit(app, "LOGIN_ACCOUNT_RATE_LIMIT", "2 per minute"):
+        assert all(Person(base_url, org.admin_email).login().status_code == 302 for _ in range(4))
+
+
+def test_passwords_are_hashed_with_scrypt(world, org):
+    import sqlalchemy as sa
+
+    stored = world.sql(sa.text("SELECT password_hash FROM member WHERE email = :e"), e=org.admin_email).scalar()
+    assert stored.startswith("scrypt:")
+
+
+def test_login_starts_a_new_session(base_url, org):
+    person = Person(base_url, org.member_email)
+    person.get("/login")
+    before = person.http.cookies.get("session")
+    person.login()
+    after = person.http.cookies.get("session")
+    assert before and after and before != after
+    # The pre-login session cannot be replayed to act as the member.
+    stale = requests.get(f"{base_url}/todos", cookies={"session": before}, allow_redirects=False)
+    assert stale.status_code == 302
+
+
+def test_session_cookie_is_httponly_and_lax(base_url):
+    response = requests.get(f"{base_url}/login")
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+
+
+def test_session_cookie_is_secure_over_https_behind_a_proxy(base_url):
+    response = requests.get(f"{base_url}/login", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_hsts_over_https_only(base_url):
+    """RFC 9700 §4.1.1 rests on TLS: behind a TLS proxy every answer pins https."""
+    secure = requests.get(f"{base_url}/login", headers={"X-Forwarded-Proto": "https"})
+    assert secure.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert "Strict-Transport-Security" not in requests.get(f"{base_url}/login").headers
+
+
+def test_an_unknown_email_costs_as_much_time_as_a_known_one(base_url, org):
+    """Not a speed test: without a dummy password hash an unknown email answers many times sooner,
+    which tells an attacker who is a member. Interleaved samples cancel the machine's noise."""
+    timings: dict[str, list[float]] = {org.member_email: [], "nobody@nowhere.test": []}
+    for _ in range(5):
+        for email, samples in timings.items():
+            person = Person(base_url, email, "wrong password")
+            data = {"csrf_token": csrf_of(person.get("/login").text), "email": email, "password": "wrong password"}
+            started = time.perf_counter()
+            assert person.post("/login", data).status_code == 200
+            samples.append(time.perf_counter() - started)
+    known, unknown = (statistics.median(samples) for samples in timings.values())
+    assert unknown > known / 2, (known, unknown)

@@ -1,0 +1,90 @@
+"""Dynamic registration (RFC 7591) lets anyone name an app: its metadata is checked and escaped, a
+self-registered app always meets the consent screen, and registration is rate limited."""
+
+import pytest
+from conftest import Client
+from conftest import Person
+from conftest import csrf_of
+from conftest import gpt_params
+from conftest import pkce_pair
+from conftest import register
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"redirect_uris": []},
+        {"redirect_uris": "https://a.test/cb"},
+        {"token_endpoint_auth_method": "private_key_jwt"},
+        {"grant_types": ["client_credentials"]},
+        {"response_types": ["token"]},
+        {"scope": "admin"},
+        {"client_name": "x" * 201},
+        {"client_name": 5},
+        {"client_uri": "javascript:alert(1)"},
+        {"logo_uri": "http://example.com/logo.png"},
+        {"client_uri": "https://example.com/" + "x" * 600},
+    ],
+)
+def test_invalid_metadata_is_refused(base_url, metadata):
+    response = register(base_url, **metadata)
+    assert response.status_code == 400
+    assert response.json()["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
+
+
+def test_a_self_registered_client_always_sees_consent_and_is_escaped(base_url, org):
+    name = '<script>alert("x")</script>'
+    body = register(
+        base_url,
+        client_name=name,
+        client_uri="https://example.com/?q=<b>",
+        token_endpoint_auth_method="none",
+        redirect_uris=["http://127.0.0.1/cb"],
+    ).json()
+    client = Client(body["client_id"], None, "http://127.0.0.1/cb")
+    _, challenge = pkce_pair()
+    page = Person(base_url, org.admin_email).authorize(
+        gpt_params(client, code_challenge=challenge, code_challenge_method="S256"), decision=None
+    )
+    assert page.status_code == 200 and "registered itself" in page.text and "127.0.0.1" in page.text
+    assert name not in page.text and "&lt;script&gt;" in page.text and "<b>" not in page.text
+
+
+def test_registration_is_rate_limited(app, base_url):
+    app.config["REGISTRATION_RATE_LIMIT"] = "3 per minute"
+    try:
+        statuses = [register(base_url).status_code for _ in range(4)]
+        limited = register(base_url)
+    finally:
+        app.config["REGISTRATION_RATE_LIMIT"] = "100000 per minute"
+    assert statuses[:3] == [201, 201, 201] and limited.status_code == 429
+    assert limited.json()["error"] == "temporarily_unavailable" and int(limited.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("client_name", '<script>alert("name")</script>'),
+        ("client_uri", 'https://example.com/"><script>alert("uri")</script>'),
+        ("redirect_uris", ['http://127.0.0.1/cb?x="><script>alert("cb")</script>']),
+    ],
+)
+def test_script_in_any_client_field_is_refused_or_escaped_on_every_page(base_url, operator, field, value):
+    """A self-registered name, home page or callback reaches the consent, connected-apps, setup and
+    audit pages; each either refuses the value or shows it as text."""
+    redirect_uri = value[0] if field == "redirect_uris" else "http://127.0.0.1/cb"
+    response = register(
+        base_url, **{"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none", field: value}
+    )
+    if response.status_code == 400:
+        assert response.json()["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
+        return
+    client = Client(response.json()["client_id"], None, redirect_uri)
+    _, challenge = pkce_pair()
+    params = gpt_params(client, scope="openid todos:read", code_challenge=challenge, code_challenge_method="S256")
+    consent = operator.authorize(params, decision=None)
+    assert consent.status_code == 200 and 'name="decision"' in consent.text
+    allowed = operator.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"})
+    assert allowed.status_code in (302, 303)
+    for page in (consent.text, *(operator.get(p).text for p in ("/settings/connected-apps", "/setup", "/setup/audit"))):
+        assert "<script>alert(" not in page

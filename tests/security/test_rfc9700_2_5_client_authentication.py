@@ -1,0 +1,70 @@
+"""RFC 9700 §2.5 and RFC 6749 §2.3: a confidential client proves itself with its secret on every
+call; any failure is 401 invalid_client (§5.2); secrets are stored hashed; guessing is throttled."""
+
+import pytest
+import requests
+from conftest import Client
+from conftest import exchange
+from conftest import introspect
+from conftest import limit
+from conftest import new_code
+from conftest import register
+from conftest import token_request
+
+
+@pytest.mark.parametrize("secret", ["wrong", ""])
+@pytest.mark.parametrize("style", ["post", "basic"])
+def test_a_wrong_or_missing_secret_gets_invalid_client_401(base_url, org, gpt, secret, style):
+    code = new_code(base_url, org, gpt)
+    response = exchange(base_url, gpt.__class__(gpt.client_id, secret, gpt.redirect_uri), code, style)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_an_unknown_client_is_401_invalid_client(base_url, gpt):
+    for auth in [{"data": {"client_id": "nope", "client_secret": "x"}}, {"auth": ("nope", "x")}]:
+        data = {"grant_type": "authorization_code", "code": "c", **auth.get("data", {})}
+        response = requests.post(f"{base_url}/oauth/token", data=data, auth=auth.get("auth"))
+        assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+        assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_a_confidential_client_cannot_use_auth_method_none(base_url, org, gpt):
+    code = new_code(base_url, org, gpt)
+    response = exchange(base_url, gpt, code, style="none")
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_the_secret_is_stored_hashed(base_url, world):
+    import sqlalchemy as sa
+
+    body = register(base_url).json()
+    stored = world.sql(
+        sa.text("SELECT client_secret_hash FROM client WHERE client_id = :c"), c=body["client_id"]
+    ).scalar()
+    assert stored != body["client_secret"] and len(stored) == 64
+
+
+def test_repeated_failed_client_authentications_are_throttled(app, base_url, org, gpt, world):
+    """OAuth 2.1 §2.4.1: guessing a secret is throttled per client and address, on every endpoint
+    that checks one, and the client's own requests from elsewhere are not locked out."""
+    wrong = Client(gpt.client_id, "wrong secret", gpt.redirect_uri)
+    other = world.client(name="Other")
+    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "3 per minute"):
+        guesses = [
+            token_request(base_url, wrong, {"grant_type": "refresh_token", "refresh_token": "x"}) for _ in range(3)
+        ]
+        at_introspection = introspect(base_url, wrong, "x")
+        with_the_right_secret = exchange(base_url, gpt, new_code(base_url, org, gpt))
+        another_client = introspect(base_url, Client(other.client_id, "wrong secret", ""), "x")
+    assert [r.status_code for r in guesses] == [401, 401, 401]
+    assert at_introspection.status_code == 429 and at_introspection.json()["error"] == "temporarily_unavailable"
+    assert int(at_introspection.headers["Retry-After"]) > 0
+    assert with_the_right_secret.status_code == 429  # from this address, until the window passes
+    assert another_client.status_code == 401
+
+
+def test_successful_client_authentications_are_not_counted(app, base_url, gpt, tokens):
+    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "2 per minute"):
+        responses = [introspect(base_url, gpt, tokens["access_token"]) for _ in range(5)]
+    assert [r.status_code for r in responses] == [200] * 5

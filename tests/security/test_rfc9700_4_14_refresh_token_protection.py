@@ -1,0 +1,160 @@
+"""RFC 9700 §4.14: refresh tokens are bound to their client, never widen the scope, rotate with
+replay detection for public clients, expire, are stored hashed, and die with the member's access."""
+
+from datetime import timedelta
+
+import pytest
+import requests
+import sqlalchemy as sa
+from conftest import PASSWORD
+from conftest import Person
+from conftest import assert_cut_off
+from conftest import bearer
+from conftest import callback_params
+from conftest import connected
+from conftest import csrf_of
+from conftest import exchange
+from conftest import gpt_params
+from conftest import in_parallel
+from conftest import logged_in
+from conftest import me_status
+from conftest import member_id
+from conftest import pkce_pair
+from conftest import public_tokens
+from conftest import refresh
+
+from app import REFRESH_TOKEN_TTL
+
+
+def test_refresh_tokens_are_stored_hashed(base_url, tokens, world):
+    stored = world.sql(sa.text("SELECT token_hash FROM refresh_token")).scalars().all()
+    assert tokens["refresh_token"] not in stored and len(tokens["refresh_token"]) >= 43
+
+
+def test_a_refresh_token_is_bound_to_its_client(base_url, world, tokens):
+    other = world.client(name="Other")
+    response = refresh(base_url, other, tokens["refresh_token"])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_a_refresh_can_narrow_but_never_widen_the_scope(base_url, org, gpt):
+    code = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt, scope="openid todos:read")))[
+        "code"
+    ]
+    body = exchange(base_url, gpt, code).json()
+    wider = refresh(base_url, gpt, body["refresh_token"], scope="openid todos:read todos:write")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    narrower = refresh(base_url, gpt, body["refresh_token"], scope="todos:read")
+    assert narrower.status_code == 200 and narrower.json()["scope"] == "todos:read"
+
+
+def test_public_refresh_tokens_rotate_and_a_replay_revokes_the_grant(base_url, org, world):
+    client, body = public_tokens(base_url, org, world)
+    first = refresh(base_url, client, body["refresh_token"], style="none")
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != body["refresh_token"]
+    second = refresh(base_url, client, rotated["refresh_token"], style="none")
+    assert second.status_code == 200
+    # Replaying a rotated token: RFC 9700 §4.14.2 reuse detection revokes the whole grant.
+    replay = refresh(base_url, client, body["refresh_token"], style="none")
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert me_status(base_url, second.json()["access_token"]) == 401
+    assert refresh(base_url, client, second.json()["refresh_token"], style="none").json()["error"] == "invalid_grant"
+
+
+def test_a_rejected_public_refresh_rotates_nothing(base_url, org, world):
+    client, body = public_tokens(base_url, org, world)
+    wider = refresh(base_url, client, body["refresh_token"], style="none", scope="openid todos:read admin")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    assert refresh(base_url, client, body["refresh_token"], style="none").status_code == 200
+
+
+def test_parallel_refreshes_of_a_public_token_make_at_most_one_family(base_url, org, world):
+    client = world.client(redirect_uris=("http://127.0.0.1/cb",), public=True, name="CLI")
+    verifier, challenge = pkce_pair()
+    params = gpt_params(client, code_challenge=challenge, code_challenge_method="S256")
+    code = callback_params(Person(base_url, org.admin_email).authorize(params))["code"]
+    body = exchange(base_url, client, code, style="none", code_verifier=verifier).json()
+    data = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": client.client_id}
+    responses = in_parallel(20, lambda: requests.post(f"{base_url}/oauth/token", data=data))
+    winners = [r for r in responses if r.status_code == 200]
+    assert len(winners) <= 1 and all(r.json()["error"] == "invalid_grant" for r in responses if r.status_code != 200)
+    # Reuse detection holds: the racing replays revoked the grant, and the old token stays dead.
+    for winner in winners:
+        new = {**data, "refresh_token": winner.json()["refresh_token"]}
+        assert requests.post(f"{base_url}/oauth/token", data=new).json()["error"] == "invalid_grant"
+    assert requests.post(f"{base_url}/oauth/token", data=data).json()["error"] == "invalid_grant"
+
+
+def test_confidential_refresh_tokens_are_not_rotated(base_url, gpt, tokens):
+    for _ in range(3):
+        response = refresh(base_url, gpt, tokens["refresh_token"])
+        assert response.status_code == 200 and "refresh_token" not in response.json()
+        assert response.headers["Cache-Control"] == "no-store"
+    assert me_status(base_url, tokens["access_token"]) == 200  # earlier access tokens stay valid
+
+
+def test_confidential_refresh_slides_the_lifetime(base_url, gpt, tokens, clock):
+    """Each use renews the 90 days, so a GPT in use never has to ask the member again."""
+    clock.shift(REFRESH_TOKEN_TTL - timedelta(days=1))
+    assert refresh(base_url, gpt, tokens["refresh_token"]).status_code == 200
+    clock.shift(timedelta(days=2))  # past the first 90 days, within the renewed ones
+    assert refresh(base_url, gpt, tokens["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_an_unused_refresh_token_expires_after_90_days(base_url, org, gpt, world, clock, public):
+    client, tokens = public_tokens(base_url, org, world) if public else (gpt, connected(base_url, org.admin_email, gpt))
+    clock.shift(REFRESH_TOKEN_TTL + timedelta(seconds=1))
+    response = refresh(base_url, client, tokens["refresh_token"], style="none" if public else "post")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+def test_a_password_change_cuts_every_app_off(base_url, world, gpt):
+    org = world.org()
+    tokens = connected(base_url, org.member_email, gpt)
+    person = Person(base_url, org.member_email)
+    person.login()
+    page = person.get("/settings/password")
+    wrong = person.post(
+        "/settings/password",
+        {"csrf_token": csrf_of(page.text), "current_password": "nope", "new_password": "another long one"},
+    )
+    assert "not right" in wrong.text
+    assert requests.get(f"{base_url}/api/me", headers=bearer(tokens["access_token"])).status_code == 200
+    person.post(
+        "/settings/password",
+        {"csrf_token": csrf_of(page.text), "current_password": PASSWORD, "new_password": "another long one"},
+    )
+    assert_cut_off(base_url, gpt, tokens)
+    assert Person(base_url, org.member_email, "another long one").login().status_code == 302
+
+
+def test_a_removed_member_is_cut_off_and_their_todos_stay(base_url, world, gpt):
+    org = world.org()
+    tokens = connected(base_url, org.member_email, gpt)
+    todo = requests.post(f"{base_url}/api/todos", json={"title": "Left behind"}, headers=bearer(tokens["access_token"]))
+    boss = logged_in(base_url, org.admin_email)
+    page = boss.get("/members")
+    boss.post(f"/members/{member_id(page.text, org.member_email)}/remove", {"csrf_token": csrf_of(page.text)})
+    assert_cut_off(base_url, gpt, tokens)
+    assert f"<td>{org.member_email}</td>" not in boss.get("/members").text
+    assert Person(base_url, org.member_email).login().status_code == 200  # cannot log in
+    admin_tokens = connected(base_url, org.admin_email, gpt)
+    kept = requests.get(
+        f"{base_url}/api/todos/{todo.json()['id']}", headers=bearer(admin_tokens["access_token"])
+    ).json()
+    assert kept["title"] == "Left behind" and kept["created_by"] is None
+
+
+def test_a_role_change_cuts_every_app_off(base_url, world, gpt):
+    org = world.org()
+    tokens = connected(base_url, org.member_email, gpt)
+    boss = logged_in(base_url, org.admin_email)
+    page = boss.get("/members")
+    boss.post(
+        f"/members/{member_id(page.text, org.member_email)}/role", {"csrf_token": csrf_of(page.text), "role": "admin"}
+    )
+    assert_cut_off(base_url, gpt, tokens)
+    assert "admin" in boss.get("/members").text.split(org.member_email)[1].split("</tr>")[0]

@@ -1,0 +1,109 @@
+"""RFC 9700 §4.1 and §2.1: redirect URIs are compared exactly (RFC 6749 §3.1.2.3), and without a known
+client and a registered redirect URI the authorization endpoint never redirects (RFC 6749 §4.1.2.1)."""
+
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from conftest import GPT_CALLBACK
+from conftest import Person
+from conftest import gpt_params
+from conftest import idp
+from conftest import pkce_pair
+from conftest import register
+
+
+def test_unknown_client_gets_an_html_error_page_not_a_redirect(base_url, gpt):
+    response = idp(base_url, gpt_params(gpt, client_id="no-such-client"))
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert "text/html" in response.headers["Content-Type"]
+    assert "No app with the client_id" in response.text
+
+
+def test_missing_client_id_gets_an_html_error_page(base_url, gpt):
+    response = idp(base_url, gpt_params(gpt, client_id=None))
+    assert response.status_code == 400 and "no client_id" in response.text
+
+
+def test_repeated_client_id_gets_an_error_page(base_url, gpt):
+    query = urlencode(gpt_params(gpt)) + "&client_id=other"
+    response = requests.get(f"{base_url}/idp?{query}", allow_redirects=False)
+    assert response.status_code == 400 and "more than one client_id" in response.text
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        GPT_CALLBACK + "/extra",  # suffix
+        GPT_CALLBACK[:-1],  # prefix
+        GPT_CALLBACK.upper(),  # case
+        GPT_CALLBACK.replace("https", "http"),
+        GPT_CALLBACK + "?x=1",
+        GPT_CALLBACK + "#x",  # fragment (RFC 6749 §3.1.2)
+        GPT_CALLBACK.replace("/oauth/", "/oauth/../oauth/"),
+        GPT_CALLBACK.replace("https://", "https://user@"),
+        GPT_CALLBACK.replace("/aip/", "/aip%2F"),
+        "https://evil.test/callback",
+    ],
+)
+def test_an_unregistered_redirect_uri_gets_an_html_error_page(base_url, gpt, redirect_uri):
+    response = idp(base_url, gpt_params(gpt, redirect_uri=redirect_uri))
+    assert response.status_code == 400 and "Location" not in response.headers
+    assert "is not registered for ChatGPT" in response.text
+
+
+def test_errors_are_checked_after_the_client_even_with_a_bad_response_type(base_url, gpt):
+    response = idp(base_url, gpt_params(gpt, redirect_uri="https://evil.test/", response_type="token"))
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+def test_several_registered_uris_and_none_in_the_request_gets_an_error_page(base_url, world):
+    client = world.client(redirect_uris=(GPT_CALLBACK, "https://chatgpt.com/aip/g-1/oauth/callback"))
+    response = idp(base_url, gpt_params(client, redirect_uri=None))
+    assert response.status_code == 400 and "several redirect URIs" in response.text
+
+
+@pytest.mark.parametrize("port", ["", ":1", ":51004"])
+def test_a_loopback_redirect_uri_matches_on_any_port(base_url, org, world, port):
+    client = world.client(redirect_uris=("http://127.0.0.1/callback",), public=True)
+    _verifier, challenge = pkce_pair()
+    params = gpt_params(client, redirect_uri=f"http://127.0.0.1{port}/callback", code_challenge=challenge)
+    params["code_challenge_method"] = "S256"
+    response = Person(base_url, org.admin_email).authorize(params)
+    assert response.headers["Location"].startswith(f"http://127.0.0.1{port}/callback?code=")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:8080/other",
+        "http://127.0.0.2:8080/callback",
+        "http://localhost:80@evil.test/callback",
+        "http://127.0.0.1:8080@evil.test/callback",
+        "http://127.0.0.1:8080/callback/..%2Fother",
+        "https://127.0.0.1:8080/callback",
+        "http://127.0.0.1:8080/callback#frag",
+    ],
+)
+def test_loopback_matching_still_checks_host_path_and_userinfo(base_url, world, uri):
+    client = world.client(redirect_uris=("http://127.0.0.1/callback",), public=True)
+    response = idp(base_url, gpt_params(client, redirect_uri=uri))
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "javascript:alert(1)",
+        "data:text/html,hi",
+        "file:///etc/passwd",
+        "http://example.com/cb",
+        "https://example.com/cb#fragment",
+        "https://user:pw@example.com/cb",
+        "/relative",
+        "",
+    ],
+)
+def test_unsafe_redirect_uris_are_refused(base_url, uri):
+    response = register(base_url, redirect_uris=[uri])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_redirect_uri"

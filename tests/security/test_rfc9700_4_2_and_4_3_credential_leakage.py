@@ -1,0 +1,43 @@
+"""RFC 9700 §4.2 and §4.3: codes and tokens do not leak through the Referer header, the browser's
+history or a cache, and access tokens are never taken from a URL (RFC 6750 §2.3, §5.3)."""
+
+import requests
+from conftest import Person
+from conftest import callback_params
+from conftest import csrf_of
+from conftest import gpt_params
+
+
+def test_a_token_in_the_query_string_is_ignored(base_url, tokens):
+    response = requests.get(f"{base_url}/api/todos", params={"access_token": tokens["access_token"]})
+    assert response.status_code == 401
+
+
+def test_token_parameters_come_from_the_body_only_and_only_once(base_url, org, gpt):
+    code = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt)))["code"]
+    creds = {"client_id": gpt.client_id, "client_secret": gpt.client_secret}
+    in_query = requests.post(
+        f"{base_url}/oauth/token?grant_type=authorization_code&code={code}",
+        data={**creds, "redirect_uri": gpt.redirect_uri},
+    )
+    assert in_query.status_code == 400 and in_query.json()["error"] in ("unsupported_grant_type", "invalid_request")
+    twice = requests.post(
+        f"{base_url}/oauth/token",
+        data=[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", gpt.redirect_uri),
+            ("redirect_uri", "x"),
+            *creds.items(),
+        ],
+    )
+    assert twice.status_code == 400 and twice.json()["error"] == "invalid_request"
+
+
+def test_the_consent_page_and_the_redirect_with_the_code_send_no_referrer(base_url, org, gpt):
+    """§4.2.4: the callback URL holds the code, so neither it nor the page before it may be a Referer."""
+    person = Person(base_url, org.admin_email)
+    consent = person.authorize(gpt_params(gpt), decision=None)
+    assert consent.headers["Referrer-Policy"] == "no-referrer"
+    redirect = person.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"})
+    assert "code=" in redirect.headers["Location"] and redirect.headers["Referrer-Policy"] == "no-referrer"

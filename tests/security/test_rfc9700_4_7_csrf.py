@@ -1,0 +1,60 @@
+"""RFC 9700 §4.7 (CSRF): the consent decision, login, logout and every state-changing form need the
+session's own CSRF token; ``state`` is returned unchanged for the client's own check."""
+
+import pytest
+from conftest import PASSWORD
+from conftest import Person
+from conftest import csrf_of
+from conftest import gpt_params
+
+
+def test_consent_form_needs_its_csrf_token(base_url, org, gpt):
+    person = Person(base_url, org.admin_email)
+    page = person.authorize(gpt_params(gpt), decision=None)
+    response = person.post(page.url, {"decision": "allow"})
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize("token_kind", ["wrong", "another session's"])
+def test_a_consent_post_with_a_foreign_csrf_token_gets_no_code(base_url, org, gpt, token_kind):
+    victim = Person(base_url, org.admin_email)
+    page = victim.authorize(gpt_params(gpt, prompt="consent"), decision=None)
+    if token_kind == "wrong":
+        token = "not-a-token"
+    else:
+        attacker = Person(base_url, org.member_email)
+        token = csrf_of(attacker.authorize(gpt_params(gpt, prompt="consent"), decision=None).text)
+    response = victim.post(page.url, {"csrf_token": token, "decision": "allow"})
+    assert response.status_code == 400 and "Location" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/login", "/signup", "/todos", "/members"])
+def test_state_changing_forms_need_a_csrf_token(base_url, org, path):
+    person = Person(base_url, org.admin_email)
+    person.login()
+    response = person.post(path, {"email": org.admin_email, "password": PASSWORD, "title": "x"})
+    assert response.status_code == 400 and "The form expired" in response.text
+
+
+def test_logout_is_a_post_with_csrf(base_url, org):
+    person = Person(base_url, org.member_email)
+    person.login()
+    assert person.get("/logout").status_code == 405
+    assert person.post("/logout", {}).status_code == 400  # no CSRF token
+    page = person.get("/todos")
+    assert person.post("/logout", {"csrf_token": csrf_of(page.text)}).status_code == 302
+    assert person.get("/todos").status_code == 302
+
+
+@pytest.mark.parametrize("token_kind", ["none", "another_browsers"])
+def test_a_cross_site_login_with_the_attackers_password_is_refused(base_url, org, token_kind):
+    """Login CSRF: a page elsewhere must not sign a person in as the attacker, whose todos and
+    connected apps would then collect what the person types."""
+    attacker = Person(base_url, org.member_email)
+    data = {"email": org.member_email, "password": PASSWORD}
+    if token_kind == "another_browsers":
+        data["csrf_token"] = csrf_of(attacker.get("/login").text)
+    victim = Person(base_url, "victim@example.com")
+    response = victim.post("/login", data)
+    assert response.status_code == 400
+    assert victim.get("/todos").status_code == 302  # still signed out
