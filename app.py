@@ -2137,9 +2137,21 @@ def redirect_to_login() -> Response:
     return redirect(url_for("main.login", returnTo=f"{request.path}?{urlencode([(k, v) for k, v in query if v])}"))
 
 
+def authorization_request_by_post() -> Response:
+    """OIDC Core §3.1.2.1: an authorization request may arrive by POST, form-encoded. It is the
+    same request as by GET, so it continues as one; the consent form then posts back to that URL."""
+    params = list(request.form.items(multi=True)) or list(request.args.items(multi=True))
+    return redirect(f"{url_for('main.authorize')}?{urlencode(params)}", 303)
+
+
 @bp.route("/idp", methods=["GET", "POST"])
+@csrf.exempt  # the consent decision checks its token below; a request by POST changes nothing
 def authorize() -> Any:
     """The authorization endpoint: check the request, log the member in, ask for consent."""
+    if request.method == "POST" and "decision" not in request.form:
+        return authorization_request_by_post()
+    if request.method == "POST":
+        csrf.protect()
     problem = authorization_request_problem(request.args)
     if problem:
         rejected = g.get("rejected") if current_user.is_authenticated and current_user.is_operator else None

@@ -10,6 +10,7 @@ import pytest
 from conftest import GPT_CALLBACK
 from conftest import Person
 from conftest import callback_params
+from conftest import csrf_of
 from conftest import exchange
 from conftest import gpt_params
 from conftest import idp
@@ -93,3 +94,18 @@ def test_scope_may_use_commas_or_spaces_and_empty_means_the_registered_default(b
     cb = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt, scope=scope)))
     response = exchange(base_url, gpt, cb["code"])
     assert response.json()["scope"] == granted
+
+
+def test_an_authorization_request_may_come_by_post(base_url, org, gpt):
+    """OIDC Core §3.1.2.1: the authorization endpoint supports GET and POST (form-encoded)."""
+    params = gpt_params(gpt)
+    person = Person(base_url, org.admin_email)
+    person.login()
+    response = person.post("/idp", params)  # no CSRF token: the request itself changes nothing
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    assert parse_qs(urlsplit(location).query) == {k: [v] for k, v in params.items()}
+    consent = person.get(location)
+    assert 'name="decision"' in consent.text
+    cb = callback_params(person.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"}))
+    assert cb["code"] and cb["state"] == params["state"]
