@@ -127,6 +127,7 @@ SCOPES = {
 }
 DEFAULT_CLIENT_SCOPE = " ".join(SCOPES)
 
+APP_VERSION = "1.1.0"  # of the API and the MCP server; 1.1 made cursors plain todo ids
 ACCESS_TOKEN_TTL = 3600  # RFC 9068 access tokens: one hour
 CODE_TTL = 300  # RFC 6749 §4.1.2 recommends at most ten minutes; we allow five
 REFRESH_TOKEN_TTL = timedelta(days=90)  # sliding, renewed on every use
@@ -189,7 +190,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         TOKEN_RATE_LIMIT=os.environ.get("RATE_LIMIT_TOKEN", "120 per minute"),
         # Failed client authentications per client_id and address, at the token, revocation and
         # introspection endpoints together.
-        CLIENT_AUTH_RATE_LIMIT=os.environ.get("RATE_LIMIT_CLIENT_AUTH", "10 per minute; 100 per day"),
+        # A short window only: a client whose secret is wrong for a while recovers within a minute.
+        CLIENT_AUTH_RATE_LIMIT=os.environ.get("RATE_LIMIT_CLIENT_AUTH", "10 per minute"),
         REGISTRATION_RATE_LIMIT=os.environ.get("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
         API_RATE_LIMIT=os.environ.get("RATE_LIMIT_API", "600 per minute"),
         MCP_ALLOWED_ORIGINS=[o.strip() for o in os.environ.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
@@ -1177,11 +1179,15 @@ def csrf_error(error: CSRFError) -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 TITLE_MAX = 200
-ID_LIMIT = 2**31  # ids are 32-bit integers on every database
-# Titles are trimmed of ASCII whitespace only: every such character is also whitespace to the
-# pattern in openapi.yaml (ECMA-262 \s), so a title the schema allows is a title the API accepts.
-ASCII_WHITESPACE = " \t\n\r\f\v"
 NOTES_MAX = 5000
+ID_LIMIT = 2**31  # ids are 32-bit integers on every database
+# What a title is trimmed of: every character str.isspace() knows, and the byte-order mark. It is
+# written out once, so that the pattern in openapi.yaml says exactly what the server accepts.
+BLANK = (
+    "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
 
@@ -1204,12 +1210,11 @@ def clean_todo(data: dict[str, Any], partial: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "title" in data or not partial:
         title = data.get("title")
-        title = title.strip(ASCII_WHITESPACE) if isinstance(title, str) else None
-        if not title:
+        if not isinstance(title, str) or not title.strip(BLANK):
             raise TodoError("title is required and must be a non-empty string.", "title")
         if len(title) > TITLE_MAX:
             raise TodoError(f"title must be at most {TITLE_MAX} characters.", "title")
-        values["title"] = title
+        values["title"] = title.strip(BLANK)
     if "notes" in data:
         notes = data["notes"] if data["notes"] is not None else ""
         if not isinstance(notes, str):
@@ -1243,7 +1248,8 @@ def todo_query(member: Member) -> sa.Select[tuple[Todo]]:
 
 
 # A cursor is the id of the last todo on the previous page: the next page holds the older ones.
-CURSOR_PATTERN = "^[1-9][0-9]{0,9}$"
+# An empty cursor is the first page, as is any id above every id a todo can have.
+CURSOR_PATTERN = "^([1-9][0-9]{0,9})?$"
 CURSOR_SCHEMA = {"type": "string", "pattern": CURSOR_PATTERN, "description": "next_cursor from the previous page."}
 
 
@@ -1251,10 +1257,11 @@ def encode_cursor(todo_id: int) -> str:
     return str(todo_id)
 
 
-def decode_cursor(cursor: str) -> int:
-    if re.fullmatch(CURSOR_PATTERN, cursor):
-        return min(int(cursor), ID_LIMIT)  # any id is a fine place to start; none is above the limit
-    raise TodoError("cursor must be the next_cursor of the previous page.", "cursor", 400)
+def decode_cursor(cursor: str) -> int | None:
+    """The id the page starts below, or None for the first page."""
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise TodoError("cursor must be the next_cursor of the previous page.", "cursor", 400)
+    return int(cursor) if cursor and int(cursor) < ID_LIMIT else None
 
 
 def list_todos(
@@ -1266,8 +1273,8 @@ def list_todos(
     query = todo_query(member)
     if completed is not None:
         query = query.where(Todo.completed == completed)
-    if cursor is not None:
-        query = query.where(Todo.id < decode_cursor(cursor))
+    if cursor is not None and (before := decode_cursor(cursor)) is not None:
+        query = query.where(Todo.id < before)
     rows = db.session.scalars(query.order_by(Todo.id.desc()).limit(limit + 1)).all()
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor
@@ -1305,20 +1312,27 @@ def delete_todo(member: Member, todo_id: int) -> None:
 
 
 # The shapes of a todo and a member, shared by openapi.yaml and the MCP tools' schemas.
+def regex_class(chars: str) -> str:
+    """``chars`` as the body of an ECMA-262 character class (JSON Schema's regex dialect)."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in chars)
+
+
+# Text is stored as given, except that no database keeps a NUL; a title needs a visible character.
+TITLE_PATTERN = f"^[^\\x00]*[^\\x00{regex_class(BLANK)}][^\\x00]*$"
+NOTES_PATTERN = "^[^\\x00]*$"
 TODO_PROPERTIES = {
-    # Text is stored as given, except that no database keeps a NUL; a title needs a visible character.
     "title": {
         "type": "string",
         "minLength": 1,
         "maxLength": TITLE_MAX,
-        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        "pattern": TITLE_PATTERN,
         "description": "What to do.",
     },
     "notes": {
-        "type": "string",
+        "type": ["string", "null"],
         "maxLength": NOTES_MAX,
-        "pattern": r"^[^\u0000]*$",
-        "description": "Details, may be empty.",
+        "pattern": NOTES_PATTERN,
+        "description": "Details; empty or null for none.",
     },
     "completed": {"type": "boolean", "description": "Whether it is done."},
     "due_date": {"type": ["string", "null"], "format": "date", "description": "Due date, YYYY-MM-DD."},
@@ -1413,7 +1427,7 @@ def todos() -> Any:
         return redirect(url_for("main.todos"))
     completed = {"open": False, "done": True}.get(request.args.get("show", ""))
     try:
-        page, next_cursor = list_todos(current_user, completed, PAGE_MAX, request.args.get("cursor") or None)
+        page, next_cursor = list_todos(current_user, completed, PAGE_MAX, request.args.get("cursor"))
     except TodoError:
         return redirect(url_for("main.todos"))
     return render_template("todos.html", todos=page, next_cursor=next_cursor)
@@ -1633,7 +1647,9 @@ server = AuthorizationServer()
 
 
 # Client authentication (RFC 6749 §2.3.1). Any failure, an unknown client_id included, is one
-# 401 invalid_client with a WWW-Authenticate challenge (§5.2).
+# 401 invalid_client with a WWW-Authenticate challenge (§5.2). A request that carries credentials
+# both ways fails too: a client MUST NOT use more than one method (§2.3), and the throttle below
+# counts each request against one client only.
 def basic_credentials(authorization: str) -> tuple[str, str] | None:
     """The client_id and secret of an HTTP Basic ``Authorization`` header, if it is one."""
     scheme, _, value = authorization.partition(" ")
@@ -1646,18 +1662,25 @@ def basic_credentials(authorization: str) -> tuple[str, str] | None:
     return unquote(client_id), unquote(secret)  # RFC 6749 §2.3.1 form-encodes both
 
 
+def two_ways(oauth_request: OAuth2Request) -> bool:
+    """Whether a request carries credentials both in the header and in the body."""
+    return "Authorization" in oauth_request.headers and "client_secret" in oauth_request.form
+
+
 def authenticate_secret_basic(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
     credentials = basic_credentials(oauth_request.headers.get("Authorization", ""))
-    if credentials and (client := query(credentials[0])) and client.check_client_secret(credentials[1]):
-        return client
-    return None
+    if not credentials or two_ways(oauth_request):
+        return None
+    client = query(credentials[0])
+    return client if client and client.check_client_secret(credentials[1]) else None
 
 
 def authenticate_secret_post(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
     client_id, secret = oauth_request.form.get("client_id"), oauth_request.form.get("client_secret")
-    if client_id and secret and (client := query(client_id)) and client.check_client_secret(secret):
-        return client
-    return None
+    if not client_id or not secret or two_ways(oauth_request):
+        return None
+    client = query(client_id)
+    return client if client and client.check_client_secret(secret) else None
 
 
 def authenticate_public(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
@@ -1675,9 +1698,9 @@ server.register_client_auth_method("none", authenticate_public)
 def client_auth_key() -> str:
     """Who is trying to authenticate as whom: the client_id a request presents, and its address.
 
-    Failed authentications are counted per client and address, so that guessing a client's secret
-    is throttled (OAuth 2.1 §2.4.1, RFC 6819 §5.1.4.2.3) while a stranger's failures cannot lock the
-    client itself out.
+    RFC 6749 §2.3.1: an endpoint that checks a client's password MUST be protected against brute
+    force. Failures are counted per client and address, so a stranger's guesses from elsewhere do
+    not lock the client out; from an address it shares (ChatGPT's own), for a minute at most.
     """
     credentials = basic_credentials(request.headers.get("Authorization", ""))
     client_id = credentials[0] if credentials else request_body(request).get("client_id", "")
@@ -2300,6 +2323,7 @@ def repeated_parameter_error() -> Response | None:
 @bp.route("/oauth/revoke", methods=["POST"])
 @csrf.exempt
 @client_auth_limit
+@limiter.limit(configured_limit("TOKEN_RATE_LIMIT"))
 def revoke_token() -> Response:
     """Revoke an access or refresh token (RFC 7009)."""
     return repeated_parameter_error() or server.create_endpoint_response(Revocation.ENDPOINT_NAME)
@@ -2308,6 +2332,7 @@ def revoke_token() -> Response:
 @bp.route("/oauth/introspect", methods=["POST"])
 @csrf.exempt
 @client_auth_limit
+@limiter.limit(configured_limit("TOKEN_RATE_LIMIT"))
 def introspect_token() -> Response:
     """Describe a token to the client it was issued to (RFC 7662)."""
     return repeated_parameter_error() or server.create_endpoint_response(Introspection.ENDPOINT_NAME)
@@ -3087,7 +3112,7 @@ def mcp_result(method: str, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "protocolVersion": requested if requested in MCP_PROTOCOL_VERSIONS else MCP_PROTOCOL_VERSIONS[0],
             "capabilities": {"tools": {"listChanged": False}},
-            "serverInfo": {"name": "connected-todos", "title": "Connected Todos", "version": "1.0.0"},
+            "serverInfo": {"name": "connected-todos", "title": "Connected Todos", "version": APP_VERSION},
             "instructions": "Manage the todos of the member's organization. Call list_todos to find ids.",
         }
     if method == "ping":
@@ -3397,7 +3422,7 @@ def openapi_spec(base_url: str) -> dict[str, Any]:
     """Build the OpenAPI 3.1 document of the todo API from the views' docstrings."""
     spec = APISpec(
         title="Connected Todos API",
-        version="1.0.0",
+        version=APP_VERSION,
         openapi_version="3.1.0",
         info={"description": "Read and manage the todos of the member's organization."},
         servers=[{"url": base_url}],

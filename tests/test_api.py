@@ -1,11 +1,15 @@
 """The todo REST API: bearer tokens (RFC 6750), validation and pagination."""
 
+import re
+
 import pytest
 import requests
 import sqlalchemy as sa
 from conftest import api
 from conftest import bearer
 from conftest import token_for
+
+import app as todo_app
 
 
 def test_me_names_the_member_and_organization(base_url, org, tokens):
@@ -37,6 +41,8 @@ def test_create_read_update_delete(base_url, tokens):
         ({}, "title"),
         ({"title": ""}, "title"),
         ({"title": "   "}, "title"),
+        ({"title": "\u3000\u00a0\ufeff"}, "title"),  # blank to a reader, not only to ASCII
+        ({"title": " " + "x" * 200}, "title"),  # the length is the title's as sent
         ({"title": 5}, "title"),
         ({"title": "x" * 201}, "title"),
         ({"title": "ok", "notes": "x" * 5001}, "notes"),
@@ -76,6 +82,10 @@ def test_pagination_with_limit_cursor_and_completed(base_url, world, gpt):
     assert [t["id"] for t in first["todos"]] == ids[::-1][:20] and first["next_cursor"]
     second = api(base_url, "GET", "/todos", token, params={"cursor": first["next_cursor"]}).json()
     assert [t["id"] for t in second["todos"]] == ids[::-1][20:] and second["next_cursor"] is None
+    # An empty cursor, or one above any id a todo can have (32-bit), is the first page.
+    for cursor in ("", "2147483647", "2147483648", "9999999999"):
+        page = api(base_url, "GET", "/todos", token, params={"cursor": cursor})
+        assert page.status_code == 200 and page.json()["todos"] == first["todos"], cursor
     small = api(base_url, "GET", "/todos", token, params={"limit": 5, "completed": "true"}).json()
     assert len(small["todos"]) == 5 and all(t["completed"] for t in small["todos"])
     open_ones = api(base_url, "GET", "/todos", token, params={"completed": "false", "limit": 100}).json()
@@ -89,7 +99,6 @@ def test_pagination_with_limit_cursor_and_completed(base_url, world, gpt):
         ({"limit": 0}, "limit"),
         ({"limit": "x"}, "limit"),
         ({"cursor": "bogus!"}, "cursor"),
-        ({"cursor": ""}, "cursor"),
         ({"cursor": "0"}, "cursor"),
         ({"completed": "maybe"}, "completed"),
     ],
@@ -115,3 +124,19 @@ def test_a_token_stops_working_when_its_member_is_removed(base_url, world, gpt):
     assert api(base_url, "GET", "/me", token).status_code == 200
     world.sql(sa.text("DELETE FROM member WHERE email = :e"), e=org.member_email)
     assert api(base_url, "GET", "/me", token).status_code == 401
+
+
+def test_notes_may_be_null_and_titles_are_trimmed(base_url, tokens):
+    body = {"title": "\u3000 Plan the offsite\t", "notes": None}
+    created = api(base_url, "POST", "/todos", tokens["access_token"], json=body)
+    assert (
+        created.status_code == 201 and created.json()["title"] == "Plan the offsite" and created.json()["notes"] == ""
+    )
+
+
+def test_the_title_pattern_in_openapi_refuses_exactly_what_the_server_refuses():
+    """A title the document allows is one the API accepts: blank characters and NUL, no more."""
+    pattern = re.compile(todo_app.TITLE_PATTERN)
+    refused = {c for c in map(chr, range(0x110000)) if not pattern.fullmatch(c)}
+    assert refused == set(todo_app.BLANK) | {"\x00"}
+    assert {c for c in map(chr, range(0x110000)) if c.isspace()} <= set(todo_app.BLANK)

@@ -80,7 +80,8 @@ def test_malformed_input_gets_a_4xx_in_the_protocols_format(base_url, method, pa
     [
         ("GET", "/api/todos/2147483648", None),
         ("GET", "/api/todos/99999999999999999999", None),
-        ("GET", "/api/todos?cursor=" + base64.urlsafe_b64encode(b"id:2147483648").decode(), None),
+        ("GET", "/api/todos?cursor=99999999999", None),
+        ("GET", "/api/todos?cursor=-1", None),
         ("GET", "/api/todos?limit=%C2%B2", None),
         ("GET", "/api/todos?limit=%D9%A3", None),
         ("POST", "/api/todos", '{"title": "\\ud800"}'),

@@ -1,6 +1,8 @@
 """RFC 9700 §2.5 and RFC 6749 §2.3: a confidential client proves itself with its secret on every
 call; any failure is 401 invalid_client (§5.2); secrets are stored hashed; guessing is throttled."""
 
+import base64
+
 import pytest
 import requests
 from conftest import Client
@@ -46,25 +48,67 @@ def test_the_secret_is_stored_hashed(base_url, world):
 
 
 def test_repeated_failed_client_authentications_are_throttled(app, base_url, org, gpt, world):
-    """OAuth 2.1 §2.4.1: guessing a secret is throttled per client and address, on every endpoint
-    that checks one, and the client's own requests from elsewhere are not locked out."""
+    """RFC 6749 §2.3.1: guessing a secret is throttled per client and address, across the token,
+    revocation and introspection endpoints; from another address the client still gets in."""
     wrong = Client(gpt.client_id, "wrong secret", gpt.redirect_uri)
     other = world.client(name="Other")
+    elsewhere = {"X-Forwarded-For": "203.0.113.7"}  # ProxyFix trusts one proxy hop
     with limit(app, "CLIENT_AUTH_RATE_LIMIT", "3 per minute"):
         guesses = [
-            token_request(base_url, wrong, {"grant_type": "refresh_token", "refresh_token": "x"}) for _ in range(3)
+            token_request(base_url, wrong, {"grant_type": "authorization_code", "code": "x"}),
+            requests.post(f"{base_url}/oauth/revoke", data={"token": "x"}, auth=(gpt.client_id, "wrong secret")),
+            introspect(base_url, wrong, "x"),
         ]
-        at_introspection = introspect(base_url, wrong, "x")
+        throttled = [
+            token_request(base_url, wrong, {"grant_type": "authorization_code", "code": "x"}),
+            requests.post(f"{base_url}/oauth/revoke", data={"token": "x"}, auth=(gpt.client_id, "wrong secret")),
+            introspect(base_url, wrong, "x"),
+        ]
         with_the_right_secret = exchange(base_url, gpt, new_code(base_url, org, gpt))
+        from_elsewhere = requests.post(
+            f"{base_url}/oauth/introspect",
+            data={"token": "x"},
+            auth=(gpt.client_id, gpt.client_secret),
+            headers=elsewhere,
+        )
         another_client = introspect(base_url, Client(other.client_id, "wrong secret", ""), "x")
     assert [r.status_code for r in guesses] == [401, 401, 401]
-    assert at_introspection.status_code == 429 and at_introspection.json()["error"] == "temporarily_unavailable"
-    assert int(at_introspection.headers["Retry-After"]) > 0
-    assert with_the_right_secret.status_code == 429  # from this address, until the window passes
-    assert another_client.status_code == 401
+    assert [r.status_code for r in throttled] == [429, 429, 429]
+    assert all(r.json()["error"] == "temporarily_unavailable" and int(r.headers["Retry-After"]) > 0 for r in throttled)
+    assert with_the_right_secret.status_code == 429  # from this address, until the minute passes
+    assert from_elsewhere.status_code == 200 and another_client.status_code == 401
 
 
 def test_successful_client_authentications_are_not_counted(app, base_url, gpt, tokens):
     with limit(app, "CLIENT_AUTH_RATE_LIMIT", "2 per minute"):
         responses = [introspect(base_url, gpt, tokens["access_token"]) for _ in range(5)]
     assert [r.status_code for r in responses] == [200] * 5
+
+
+def test_credentials_sent_two_ways_at_once_are_refused(app, base_url, org, gpt):
+    """RFC 6749 §2.3: a client MUST NOT use more than one authentication method per request. Were
+    both accepted, a throwaway client_id in the header could carry guesses past the throttle."""
+    decoy = base64.b64encode(b"no-such-client:x").decode()
+    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "3 per minute"):
+        statuses = [
+            requests.post(
+                f"{base_url}/oauth/introspect",
+                data={"token": "x", "client_id": gpt.client_id, "client_secret": secret},
+                headers={"Authorization": f"Basic {decoy}"},
+            ).status_code
+            for secret in ("guess 1", "guess 2", gpt.client_secret)
+        ]
+    assert statuses == [401, 401, 401]  # even the right secret, sent beside another credential
+    code = new_code(base_url, org, gpt)
+    both = requests.post(
+        f"{base_url}/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": gpt.redirect_uri,
+            "client_id": gpt.client_id,
+            "client_secret": gpt.client_secret,
+        },
+        auth=(gpt.client_id, gpt.client_secret),
+    )
+    assert both.status_code == 401 and both.json()["error"] == "invalid_client"
