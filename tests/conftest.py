@@ -259,6 +259,9 @@ def clock():
     moves every reading of the time (codes, tokens, JWT checks) ``s`` seconds on, and it keeps ticking."""
     with time_machine.travel(datetime.now(UTC), tick=True) as traveller:
         yield traveller
+    # What was cached or counted in the future must not outlive the journey.
+    todo_app.KEY_CACHES.clear()
+    todo_app.limiter.reset()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -76,7 +76,7 @@ def test_session_cookie_is_secure_over_https_behind_a_proxy(base_url):
 
 
 def test_hsts_over_https_only(base_url):
-    """RFC 9700 §4.1.1 rests on TLS: behind a TLS proxy every answer pins https."""
+    """RFC 6797: behind a TLS proxy every answer pins https (RFC 6749 §10.9 requires TLS)."""
     secure = requests.get(f"{base_url}/login", headers={"X-Forwarded-Proto": "https"})
     assert secure.headers["Strict-Transport-Security"].startswith("max-age=31536000")
     assert "Strict-Transport-Security" not in requests.get(f"{base_url}/login").headers
@@ -94,4 +94,4 @@ def test_an_unknown_email_costs_as_much_time_as_a_known_one(base_url, org):
             assert person.post("/login", data).status_code == 200
             samples.append(time.perf_counter() - started)
     known, unknown = (statistics.median(samples) for samples in timings.values())
-    assert unknown > known / 2, (known, unknown)
+    assert known / 2 < unknown < known * 2, (known, unknown)

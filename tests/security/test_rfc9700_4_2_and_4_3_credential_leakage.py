@@ -1,6 +1,7 @@
 """RFC 9700 §4.2 and §4.3: codes and tokens do not leak through the Referer header, the browser's
 history or a cache, and access tokens are never taken from a URL (RFC 6750 §2.3, §5.3)."""
 
+import pytest
 import requests
 from conftest import Person
 from conftest import callback_params
@@ -41,3 +42,8 @@ def test_the_consent_page_and_the_redirect_with_the_code_send_no_referrer(base_u
     assert consent.headers["Referrer-Policy"] == "no-referrer"
     redirect = person.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"})
     assert "code=" in redirect.headers["Location"] and redirect.headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/signup", "/idp?client_id=x", "/playground", "/no-such-page"])
+def test_every_page_sends_no_referrer(base_url, path):
+    assert requests.get(base_url + path).headers["Referrer-Policy"] == "no-referrer"

@@ -1,11 +1,15 @@
 """RFC 9700 §4.7 (CSRF): the consent decision, login, logout and every state-changing form need the
 session's own CSRF token; ``state`` is returned unchanged for the client's own check."""
 
+import re
+
 import pytest
 from conftest import PASSWORD
 from conftest import Person
 from conftest import csrf_of
 from conftest import gpt_params
+
+import app as todo_app
 
 
 def test_consent_form_needs_its_csrf_token(base_url, org, gpt):
@@ -28,11 +32,23 @@ def test_a_consent_post_with_a_foreign_csrf_token_gets_no_code(base_url, org, gp
     assert response.status_code == 400 and "Location" not in response.headers
 
 
-@pytest.mark.parametrize("path", ["/login", "/signup", "/todos", "/members"])
-def test_state_changing_forms_need_a_csrf_token(base_url, org, path):
-    person = Person(base_url, org.admin_email)
-    person.login()
-    response = person.post(path, {"email": org.admin_email, "password": PASSWORD, "title": "x"})
+# Every form a person posts: all POST routes but the protocol endpoints, which carry no cookie
+# session, and /idp, whose consent decision is tested above.
+PROTOCOL_PATHS = ("/oauth/", "/api/", "/mcp", "/idp")
+FORM_PATHS = sorted(
+    re.sub(r"<(?:int:)?\w+>", "1", rule.rule)
+    for rule in todo_app.app.url_map.iter_rules()
+    if "POST" in rule.methods and not rule.rule.startswith(PROTOCOL_PATHS)
+)
+
+
+def test_the_form_list_is_complete():
+    assert len(FORM_PATHS) >= 18 and {"/login", "/logout", "/setup/clients/1/secret"} <= set(FORM_PATHS)
+
+
+@pytest.mark.parametrize("path", FORM_PATHS)
+def test_every_state_changing_form_needs_a_csrf_token(operator, org, path):
+    response = operator.post(path, {"email": org.admin_email, "password": PASSWORD, "title": "x"})
     assert response.status_code == 400 and "The form expired" in response.text
 
 
