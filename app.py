@@ -189,8 +189,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         LOGIN_ACCOUNT_RATE_LIMIT=os.environ.get("RATE_LIMIT_LOGIN_ACCOUNT", "5 per minute; 30 per hour"),
         TOKEN_RATE_LIMIT=os.environ.get("RATE_LIMIT_TOKEN", "120 per minute"),
         # Failed client authentications per client_id and address, at the token, revocation and
-        # introspection endpoints together.
-        # A short window only: a client whose secret is wrong for a while recovers within a minute.
+        # introspection endpoints together; one short window, so a locked-out client recovers soon.
         CLIENT_AUTH_RATE_LIMIT=os.environ.get("RATE_LIMIT_CLIENT_AUTH", "10 per minute"),
         REGISTRATION_RATE_LIMIT=os.environ.get("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
         API_RATE_LIMIT=os.environ.get("RATE_LIMIT_API", "600 per minute"),
@@ -1311,7 +1310,6 @@ def delete_todo(member: Member, todo_id: int) -> None:
     db.session.commit()
 
 
-# The shapes of a todo and a member, shared by openapi.yaml and the MCP tools' schemas.
 def regex_class(chars: str) -> str:
     """``chars`` as the body of an ECMA-262 character class (JSON Schema's regex dialect)."""
     return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in chars)
@@ -1320,6 +1318,8 @@ def regex_class(chars: str) -> str:
 # Text is stored as given, except that no database keeps a NUL; a title needs a visible character.
 TITLE_PATTERN = f"^[^\\x00]*[^\\x00{regex_class(BLANK)}][^\\x00]*$"
 NOTES_PATTERN = "^[^\\x00]*$"
+
+# The shapes of a todo and a member, shared by openapi.yaml and the MCP tools' schemas.
 TODO_PROPERTIES = {
     "title": {
         "type": "string",
