@@ -42,10 +42,16 @@ with app.app.app_context():
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays bound until all are chosen, or the kernel may repeat one."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def admin_engine() -> sa.Engine:
@@ -61,7 +67,7 @@ def cluster(tmp_path_factory):
     import redis
 
     redis.Redis.from_url(REDIS).flushdb()
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     env = {
         **os.environ,
         "DATABASE_URL": BASE.rsplit("/", 1)[0] + f"/{name}",
@@ -99,15 +105,18 @@ def cluster(tmp_path_factory):
             subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
         )
     urls = [f"http://127.0.0.1:{port}" for port in ports]
-    for url in urls:
+    for url, log_path in zip(urls, logs):
+        # Each instance must hold its own port: a healthy answer alone could come from another process.
         for _ in range(100):
             try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                listening = f"Listening at: {url}" in log_path.read_text()
+                if listening and requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
             except requests.ConnectionError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         else:
-            pytest.fail(f"{url} did not start")
+            pytest.fail(f"{url} did not start:\n{log_path.read_text()}")
     yield {"urls": urls, "client": client, "logs": logs, "database": name}
     for server in servers:
         server.terminate()
