@@ -105,7 +105,7 @@ def cluster(tmp_path_factory):
             subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
         )
     urls = [f"http://127.0.0.1:{port}" for port in ports]
-    for url, log_path in zip(urls, logs):
+    for url, log_path in zip(urls, logs, strict=True):
         # Each instance must hold its own port: a healthy answer alone could come from another process.
         for _ in range(100):
             try:
