@@ -180,6 +180,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",  # sent on the top-level GET from chatgpt.com to /idp
         SESSION_COOKIE_SECURE=False,
         SEED_DEMO=os.environ.get("SEED_DEMO", "0" if is_production() else "1") == "1",
+        TRUSTED_PROXIES=trusted_proxies(),
         MAX_CONTENT_LENGTH=1024 * 1024,
         RATELIMIT_STORAGE_URI=os.environ.get("RATELIMIT_STORAGE_URI", "memory://"),
         RATELIMIT_HEADERS_ENABLED=True,
@@ -205,8 +206,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             "PUBLIC_URL is not set. Set it to the app's public https origin, e.g. https://todos.example.com."
         )
     app.session_interface = SessionInterface()
-    # Behind a TLS-terminating proxy the request's scheme and host come from X-Forwarded-*.
-    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_port=1)
+    # Behind a TLS-terminating proxy the request's address, scheme and host come from X-Forwarded-*.
+    # Only as many hops as there are proxies are believed: a client can forge the rest, and the
+    # per-address rate limits and the audit log rely on the address.
+    hops = app.config["TRUSTED_PROXIES"]
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     # Authlib logs issued tokens at DEBUG level; a secret is never logged.
     logging.getLogger("authlib").setLevel(logging.INFO)
 
@@ -300,6 +304,14 @@ def database_url(app: Flask) -> str:
 
 def is_production() -> bool:
     return os.environ.get("APP_ENV") == "production"
+
+
+def trusted_proxies() -> int:
+    """Read TRUSTED_PROXIES: how many proxies stand in front of the app (platforms have one)."""
+    value = os.environ.get("TRUSTED_PROXIES", "1")
+    if not value.isdigit():
+        raise SystemExit(f"TRUSTED_PROXIES must be a number of proxies, such as 0 or 1, not {value!r}.")
+    return int(value)
 
 
 def secret_key(app: Flask) -> str:
