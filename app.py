@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
@@ -887,11 +888,29 @@ def create_member(org: Organization, email: str, name: str, password: str, role:
     return member
 
 
+NAME_MAX = 100
+# Control and format characters (right-to-left overrides, zero-width spaces), separators that
+# break lines, and unassigned or private code points: in a name they can make one app or person
+# pass for another on the consent screen and the members page.
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"}
+
+
+def name_problem(name: str) -> str | None:
+    """Why a name of a member, organization or app cannot be shown to people, or None."""
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > NAME_MAX:
+        return f"must be at most {NAME_MAX} characters"
+    if any(unicodedata.category(character) in HIDDEN_CATEGORIES for character in name):
+        return "must not contain control or formatting characters, such as right-to-left marks"
+    return None
+
+
 def member_form_error(email: str, name: str, password: str) -> str | None:
     if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
         return "Enter a valid email address."
-    if not name.strip() or len(name) > 200:
-        return "Enter a name of at most 200 characters."
+    if problem := name_problem(name):
+        return f"The name {problem}."
     if len(password) < 8:
         return "Choose a password of at least 8 characters."
     return None
@@ -939,8 +958,8 @@ def signup() -> Any:
         org_name = form.get("organization", "").strip()
         email = form.get("email", "").strip().lower()
         error = member_form_error(email, form.get("name", ""), form.get("password", ""))
-        if not org_name or len(org_name) > 200:
-            error = "Enter an organization name of at most 200 characters."
+        if problem := name_problem(org_name):
+            error = f"The organization name {problem}."
         if error is None:
             org = create_organization(org_name)
             member = create_member(org, email, form["name"].strip(), form["password"], "admin")
@@ -2033,8 +2052,8 @@ def register_client(
     scope = normalize_scope(scope)
     if not scope or not set(scope.split()) <= set(SCOPES):
         raise ValueError(f"Use scopes from: {' '.join(SCOPES)}.")
-    if not name.strip() or len(name) > 200:
-        raise ValueError("The name must be 1 to 200 characters.")
+    if problem := name_problem(name):
+        raise ValueError(f"The name {problem}.")
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
         client_id=new_client_id(),
@@ -2394,8 +2413,10 @@ def registration_metadata() -> dict[str, Any]:
     if not scope or not set(scope.split()) <= set(SCOPES):
         raise RegistrationError("invalid_client_metadata", f"scope may use: {' '.join(SCOPES)}.")
     name = data.get("client_name", "An unnamed app")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise RegistrationError("invalid_client_metadata", "client_name must be text of at most 200 characters.")
+    if not isinstance(name, str):
+        raise RegistrationError("invalid_client_metadata", "client_name must be text.")
+    if problem := name_problem(name):
+        raise RegistrationError("invalid_client_metadata", f"client_name {problem}.")
     links = {}
     for key in ("client_uri", "logo_uri"):
         value = data.get(key)
@@ -3611,6 +3632,8 @@ def make_operator_command(email: str) -> None:
 @click.option("--slug")
 def create_org_command(name: str, slug: str | None) -> None:
     """Create an organization."""
+    if problem := name_problem(name):
+        raise click.ClickException(f"The name {problem}.")
     org = create_organization(name, slug)
     db.session.commit()
     click.echo(org.slug)

@@ -59,6 +59,14 @@ def test_create_client_refuses_unsafe_redirect_uris_and_unknown_scopes(app):
     assert result.exit_code != 0
 
 
+def test_names_with_hidden_characters_are_refused(app):
+    for command in (["create-org", "--slug", "hidden"], ["create-client", "--redirect-uri", "https://ok.test/cb"]):
+        result = run(app, *command, "--name", "Acme\u202e")
+        assert result.exit_code != 0 and "must not contain control" in result.output
+        result = run(app, *command, "--name", "x" * 101)
+        assert result.exit_code != 0 and "at most 100 characters" in result.output
+
+
 def test_rotate_client_secret_replaces_the_old_one(app, base_url):
     created = json.loads(
         run(app, "create-client", "--name", "R", "--redirect-uri", "https://ok.test/cb", "--json").output

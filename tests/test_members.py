@@ -40,6 +40,20 @@ def test_signup_rejects_a_short_password(base_url):
     assert response.status_code == 200 and "at least 8 characters" in response.text
 
 
+def test_signup_refuses_names_that_could_pass_for_someone_else(base_url):
+    # The same rule as for app names (RFC 7591 §5): nothing hidden in a name people read.
+    person = Person(base_url, "hidden@signup.test")
+    data = {"email": "hidden@signup.test", "password": PASSWORD}
+    for field, value, message in [
+        ("organization", "Acme \u202eInc", "The organization name must not contain control"),
+        ("name", "Sam\u200b", "The name must not contain control"),
+        ("name", "x" * 101, "The name must be at most 100 characters"),
+    ]:
+        form = {"organization": "Acme", "name": "Sam", **data, field: value}
+        response = person.post("/signup", {**form, "csrf_token": csrf_of(person.get("/signup").text)})
+        assert response.status_code == 200 and message in response.text
+
+
 def test_login_lands_on_todos(base_url, org):
     response = Person(base_url, org.member_email).login()
     assert response.status_code == 302 and response.headers["Location"] == "/todos"

@@ -19,7 +19,6 @@ from conftest import register
         {"grant_types": ["client_credentials"]},
         {"response_types": ["token"]},
         {"scope": "admin"},
-        {"client_name": "x" * 201},
         {"client_name": 5},
         {"client_uri": "javascript:alert(1)"},
         {"logo_uri": "http://example.com/logo.png"},
@@ -30,6 +29,30 @@ def test_invalid_metadata_is_refused(base_url, metadata):
     response = register(base_url, **metadata)
     assert response.status_code == 400
     assert response.json()["error"] in ("invalid_client_metadata", "invalid_redirect_uri")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x" * 101,
+        "Evil \u202eTPGtahC",  # a right-to-left override: shows as "Evil ChatGPT"
+        "Chat\u200bGPT",  # a zero-width space
+        "ChatGPT\nVerified by OpenAI",
+        "ChatGPT\u2028Verified by OpenAI",  # a line separator
+        "App \U000f0000",  # a private-use character
+        " ",
+    ],
+)
+def test_a_client_name_that_could_pass_for_another_is_refused(base_url, name):
+    # RFC 7591 §5: a self-asserted name can impersonate another app; the consent screen shows it.
+    response = register(base_url, client_name=name)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
+    assert "client_name" in response.json()["error_description"]
+
+
+def test_a_client_name_in_any_script_is_welcome(base_url):
+    name = "Todo-Assistent für Zürich · 東京 · مساعد"
+    assert register(base_url, client_name=name).json()["client_name"] == name
 
 
 def test_a_self_registered_client_always_sees_consent_and_is_escaped(base_url, org):
