@@ -195,6 +195,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         CLIENT_AUTH_RATE_LIMIT=os.environ.get("RATE_LIMIT_CLIENT_AUTH", "10 per minute"),
         REGISTRATION_RATE_LIMIT=os.environ.get("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
         API_RATE_LIMIT=os.environ.get("RATE_LIMIT_API", "600 per minute"),
+        # RFC 7591 §3: when set, dynamic registration is closed to all but holders of this token.
+        INITIAL_ACCESS_TOKEN=os.environ.get("INITIAL_ACCESS_TOKEN", ""),
         MCP_ALLOWED_ORIGINS=[o.strip() for o in os.environ.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
         or list(DEFAULT_MCP_ORIGINS),
     )
@@ -2447,7 +2449,9 @@ def registration_metadata() -> dict[str, Any]:
 @csrf.exempt
 @limiter.limit(configured_limit("REGISTRATION_RATE_LIMIT"))
 def register_client_dynamically() -> tuple[Response, int]:
-    """Open dynamic client registration (RFC 7591): MCP clients register themselves."""
+    """Dynamic client registration (RFC 7591): MCP clients register themselves."""
+    if refused := initial_access_token_error():
+        return refused, refused.status_code
     try:
         metadata = registration_metadata()
     except RegistrationError as error:
@@ -2480,6 +2484,23 @@ def register_client_dynamically() -> tuple[Response, int]:
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response, 201
+
+
+def initial_access_token_error() -> Response | None:
+    """RFC 7591 §3: with INITIAL_ACCESS_TOKEN set, registration needs it as an RFC 6750 bearer token."""
+    expected = current_app.config["INITIAL_ACCESS_TOKEN"]
+    if not expected:
+        return None  # open registration, which ChatGPT, Claude and other MCP clients rely on
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secrets.compare_digest(sha256(token.strip()), sha256(expected)):
+        return None
+    if scheme.lower() == "bearer" and token.strip():
+        error = BearerError("invalid_token", "The initial access token is not valid.")
+    else:
+        error = BearerError(None, "Registration needs an initial access token from the operator.")
+    response = bearer_error_response(error, None, {"error": "invalid_token", "error_description": error.description})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # ---------------------------------------------------------------------------------------------

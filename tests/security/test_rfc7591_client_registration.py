@@ -2,6 +2,7 @@
 self-registered app always meets the consent screen, and registration is rate limited."""
 
 import pytest
+import requests
 from conftest import Client
 from conftest import Person
 from conftest import csrf_of
@@ -82,6 +83,38 @@ def test_registration_is_rate_limited(app, base_url):
         app.config["REGISTRATION_RATE_LIMIT"] = "100000 per minute"
     assert statuses[:3] == [201, 201, 201] and limited.status_code == 429
     assert limited.json()["error"] == "temporarily_unavailable" and int(limited.headers["Retry-After"]) > 0
+
+
+@pytest.fixture
+def closed_registration(app):
+    app.config["INITIAL_ACCESS_TOKEN"] = "operator-initial-access-token"
+    yield "operator-initial-access-token"
+    app.config["INITIAL_ACCESS_TOKEN"] = ""
+
+
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        (None, 'Bearer realm="{base_url}"'),  # RFC 6750 §3.1: no error code without a token
+        ("Bearer guessed-token", 'Bearer realm="{base_url}", error="invalid_token"'),
+        ("Basic b3BlcmF0b3I6c2VjcmV0", 'Bearer realm="{base_url}"'),
+    ],
+)
+def test_closed_registration_needs_the_initial_access_token(base_url, closed_registration, authorization, challenge):
+    # RFC 7591 §3: the initial access token is presented as an RFC 6750 bearer token.
+    headers = {"Authorization": authorization} if authorization else {}
+    body = {"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"]}
+    refused = requests.post(f"{base_url}/oauth/register", json=body, headers=headers)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    assert refused.headers["WWW-Authenticate"].startswith(challenge.format(base_url=base_url))
+    allowed = requests.post(
+        f"{base_url}/oauth/register", json=body, headers={"Authorization": f"Bearer {closed_registration}"}
+    )
+    assert allowed.status_code == 201 and allowed.json()["client_id"]
+
+
+def test_registration_is_open_without_an_initial_access_token(base_url):
+    assert register(base_url, client_name="Claude").status_code == 201
 
 
 @pytest.mark.parametrize(
