@@ -2445,6 +2445,23 @@ def registration_metadata() -> dict[str, Any]:
     }
 
 
+def initial_access_token_error() -> Response | None:
+    """RFC 7591 §3: with INITIAL_ACCESS_TOKEN set, registration needs it as an RFC 6750 bearer token."""
+    expected = current_app.config["INITIAL_ACCESS_TOKEN"]
+    if not expected:
+        return None  # open registration, which ChatGPT, Claude and other MCP clients rely on
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and secrets.compare_digest(sha256(token.strip()), sha256(expected)):
+        return None
+    if scheme.lower() == "bearer" and token.strip():
+        error = BearerError("invalid_token", "The initial access token is not valid.")
+    else:
+        error = BearerError(None, "Registration needs an initial access token from the operator.")
+    response = bearer_error_response(error, None, {"error": "invalid_token", "error_description": error.description})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @bp.route("/oauth/register", methods=["POST"])
 @csrf.exempt
 @limiter.limit(configured_limit("REGISTRATION_RATE_LIMIT"))
@@ -2484,23 +2501,6 @@ def register_client_dynamically() -> tuple[Response, int]:
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response, 201
-
-
-def initial_access_token_error() -> Response | None:
-    """RFC 7591 §3: with INITIAL_ACCESS_TOKEN set, registration needs it as an RFC 6750 bearer token."""
-    expected = current_app.config["INITIAL_ACCESS_TOKEN"]
-    if not expected:
-        return None  # open registration, which ChatGPT, Claude and other MCP clients rely on
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and secrets.compare_digest(sha256(token.strip()), sha256(expected)):
-        return None
-    if scheme.lower() == "bearer" and token.strip():
-        error = BearerError("invalid_token", "The initial access token is not valid.")
-    else:
-        error = BearerError(None, "Registration needs an initial access token from the operator.")
-    response = bearer_error_response(error, None, {"error": "invalid_token", "error_description": error.description})
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 # ---------------------------------------------------------------------------------------------
