@@ -1279,37 +1279,43 @@ def todo_query(member: Member) -> sa.Select[tuple[Todo]]:
     return sa.select(Todo).where(Todo.organization_id == member.organization_id)
 
 
-# A cursor is the id of the last todo on the previous page: the next page holds the older ones.
-# An empty cursor is the first page, as is any id above every id a todo can have.
+# A cursor is the id of the last row on the previous page: the next page holds the older ones.
+# An empty cursor is the first page, as is any id above every id a row can have.
 CURSOR_PATTERN = "^([1-9][0-9]{0,9})?$"
 CURSOR_SCHEMA = {"type": "string", "pattern": CURSOR_PATTERN, "description": "next_cursor from the previous page."}
-
-
-def encode_cursor(todo_id: int) -> str:
-    return str(todo_id)
 
 
 def decode_cursor(cursor: str) -> int | None:
     """The id the page starts below, or None for the first page."""
     if not re.fullmatch(CURSOR_PATTERN, cursor):
-        raise TodoError("cursor must be the next_cursor of the previous page.", "cursor", 400)
+        raise ValueError("cursor must be the next_cursor of the previous page.")
     return int(cursor) if cursor and int(cursor) < ID_LIMIT else None
+
+
+def keyset_page(
+    query: sa.Select, model: type[Todo | AuditEvent], limit: int, cursor: str | None
+) -> tuple[list, str | None]:
+    """One page of ``query``'s rows, newest first, and the cursor of the next page (keyset pagination)."""
+    if cursor is not None and (before := decode_cursor(cursor)) is not None:
+        query = query.where(model.id < before)
+    rows = db.session.scalars(query.order_by(model.id.desc()).limit(limit + 1)).all()
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return list(rows[:limit]), next_cursor
 
 
 def list_todos(
     member: Member, completed: bool | None = None, limit: int = PAGE_DEFAULT, cursor: str | None = None
 ) -> tuple[list[Todo], str | None]:
-    """One page of todos, newest first, with the cursor of the next page (keyset pagination)."""
+    """One page of todos, newest first, with the cursor of the next page."""
     if not 1 <= limit <= PAGE_MAX:
         raise TodoError(f"limit must be between 1 and {PAGE_MAX}.", "limit", 400)
     query = todo_query(member)
     if completed is not None:
         query = query.where(Todo.completed == completed)
-    if cursor is not None and (before := decode_cursor(cursor)) is not None:
-        query = query.where(Todo.id < before)
-    rows = db.session.scalars(query.order_by(Todo.id.desc()).limit(limit + 1)).all()
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return list(rows[:limit]), next_cursor
+    try:
+        return keyset_page(query, Todo, limit, cursor)
+    except ValueError as error:
+        raise TodoError(str(error), "cursor", 400) from None
 
 
 def get_todo(member: Member, todo_id: int) -> Todo:
@@ -3368,21 +3374,23 @@ def setup_delete_client(client_id: str) -> Any:
     return redirect(url_for("main.setup"))
 
 
+AUDIT_PAGE = 100
+AUDIT_FILTERS = ("event", "client_id", "actor", "ip_address")
+
+
 @bp.route("/setup/audit")
 @operator_required
 def audit_log() -> Response:
-    """The audit trail, newest first, filtered by event, client or actor."""
-    query = sa.select(AuditEvent).order_by(AuditEvent.id.desc())
-    event, client_id, actor = (request.args.get(k, "").strip() for k in ("event", "client_id", "actor"))
-    if event:
-        query = query.where(AuditEvent.event == event)
-    if client_id:
-        query = query.where(AuditEvent.client_id == client_id)
-    if actor:
-        query = query.where(AuditEvent.actor == actor)
-    events = db.session.scalars(query.limit(200)).all()
+    """The audit trail, newest first, a page at a time, filtered by event, client, actor or address."""
+    values = (request.args.get(name, "").strip() for name in AUDIT_FILTERS)
+    filters = {name: value for name, value in zip(AUDIT_FILTERS, values, strict=True) if value}
+    query = sa.select(AuditEvent).filter_by(**filters)
+    try:
+        events, next_cursor = keyset_page(query, AuditEvent, AUDIT_PAGE, request.args.get("cursor"))
+    except ValueError:
+        return redirect(url_for("main.audit_log", **filters))  # a cursor that no page gave out
     return no_store(
-        render_template("audit.html", events=events, names=AUDIT_EVENTS, event=event, client_id=client_id, actor=actor)
+        render_template("audit.html", events=events, names=AUDIT_EVENTS, filters=filters, next_cursor=next_cursor)
     )
 
 

@@ -1,6 +1,8 @@
 """The audit log: each security event is recorded with actor, client, IP address and time, never a
 secret; operators read it at /setup/audit, filtered."""
 
+import re
+
 import requests
 import sqlalchemy as sa
 from conftest import PASSWORD
@@ -9,6 +11,9 @@ from conftest import callback_params
 from conftest import csrf_of
 from conftest import exchange
 from conftest import gpt_params
+
+import app as todo_app
+from app import db
 
 
 def events(world, client_id=None) -> list[tuple]:
@@ -69,6 +74,28 @@ def test_operators_read_and_filter_the_audit_log(app, base_url, org, gpt):
     member = Person(base_url, org.member_email)
     member.login()
     assert member.get("/setup/audit").status_code == 403
+
+
+def test_the_audit_log_filters_by_address_and_pages_back_in_time(app, base_url, org, world):
+    assert app.test_cli_runner().invoke(args=["make-operator", org.admin_email]).exit_code == 0
+    operator = Person(base_url, org.admin_email)
+    operator.login()
+    actor = f"pager-{org.slug}@example.test"
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "198.51.100.7"}):
+        for n in range(105):  # a guesser at one address, more than a page of them
+            todo_app.audit("login_failed", actor=actor, detail=f"attempt {n:03d}")
+        db.session.commit()
+    first = operator.get(f"/setup/audit?actor={actor}&ip_address=198.51.100.7")
+    assert first.text.count("<td>login_failed</td>") == 100 and "attempt 104" in first.text
+    older = re.search(r'href="(/setup/audit\?[^"]+)">Older events', first.text).group(1).replace("&amp;", "&")
+    assert "ip_address=198.51.100.7" in older and "actor=" in older  # the filters follow the pages
+    second = operator.get(older)
+    assert second.text.count("<td>login_failed</td>") == 5 and "attempt 000" in second.text
+    assert "Older events" not in second.text
+    elsewhere = operator.get(f"/setup/audit?actor={actor}&ip_address=203.0.113.9")
+    assert "Nothing matches" in elsewhere.text
+    bad_cursor = operator.get(f"/setup/audit?actor={actor}&cursor=not-a-cursor")
+    assert bad_cursor.status_code == 302 and bad_cursor.headers["Location"] == f"/setup/audit?actor={actor}"
 
 
 def test_setup_changes_are_audited(app, base_url, org, world):
