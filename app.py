@@ -921,9 +921,8 @@ def member_form_error(email: str, name: str, password: str) -> str | None:
 def start_session(member: Member) -> None:
     """Log the member in with a fresh session, so that no pre-login session survives."""
     db.session.commit()  # the audit record of the login
-    session.clear()
+    session.clear()  # the session cookie is the session: clearing it renews it
     login_user(member)
-    session["sid"] = secrets.token_urlsafe(16)  # a new session id for every login
     session["auth_time"] = int(time.time())
 
 

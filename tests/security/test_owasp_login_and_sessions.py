@@ -106,6 +106,17 @@ def test_login_starts_a_new_session(base_url, org):
     assert stale.status_code == 302
 
 
+def test_nothing_from_before_login_survives_it(base_url, org):
+    # OWASP Session Management: renew the session at login, so that what an attacker planted or
+    # learned before it (here, the CSRF token of the login page) is worthless afterwards.
+    person = Person(base_url, org.member_email)
+    planted = csrf_of(person.get("/login").text)
+    person.login()
+    logout = person.post("/logout", {"csrf_token": planted})
+    assert logout.status_code == 400 and person.get("/todos").status_code == 200  # still logged in
+    assert person.post("/logout", {"csrf_token": csrf_of(person.get("/todos").text)}).status_code == 302
+
+
 def test_session_cookie_is_httponly_and_lax(base_url):
     response = requests.get(f"{base_url}/login")
     cookie = response.headers["Set-Cookie"]

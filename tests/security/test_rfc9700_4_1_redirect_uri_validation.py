@@ -80,6 +80,9 @@ def test_a_loopback_redirect_uri_matches_on_any_port(base_url, org, world, port)
         "http://127.0.0.2:8080/callback",
         "http://localhost:80@evil.test/callback",
         "http://127.0.0.1:8080@evil.test/callback",
+        "http://user@127.0.0.1:8080/callback",  # userinfo on the loopback host itself
+        "http://user:pass@127.0.0.1:8080/callback",
+        "http://evil.test\\@127.0.0.1:8080/callback",  # parsers disagree on where the host starts
         "http://127.0.0.1:8080/callback/..%2Fother",
         "https://127.0.0.1:8080/callback",
         "http://127.0.0.1:8080/callback#frag",
