@@ -2044,13 +2044,26 @@ def revoke_grant(grant: Grant, reason: str) -> None:
     log.warning("grant %s of client %s revoked: %s", grant.id, grant.client.client_id, reason)
 
 
-# The registry of connected apps, shared by the CLI and /setup.
+# The registry of connected apps, shared by the CLI and /setup. Each change is audited here, so
+# that it is recorded whichever way it was made: ``by`` is the operator, or None at the command line.
+
+CLI_ACTOR = "command line"
+
+
+def audit_change(event: str, client: Client, by: Member | None, detail: str = "") -> None:
+    audit(event, by, client.client_id, detail, actor=None if by is not None else CLI_ACTOR)
+
 
 CHATGPT_CALLBACK = re.compile(r"https://(chatgpt\.com|chat\.openai\.com)/aip/g-[A-Za-z0-9]+/oauth/callback")
 
 
 def register_client(
-    name: str, redirect_uris: list[str], public: bool, first_party: bool, scope: str = DEFAULT_CLIENT_SCOPE
+    name: str,
+    redirect_uris: list[str],
+    public: bool,
+    first_party: bool,
+    scope: str = DEFAULT_CLIENT_SCOPE,
+    by: Member | None = None,
 ) -> tuple[Client, str | None]:
     """Create a client; return it and its secret, which is stored only as a hash."""
     for uri in redirect_uris:
@@ -2071,13 +2084,16 @@ def register_client(
         scope=scope,
     )
     db.session.add(client)
+    db.session.flush()
+    audit_change("client_created", client, by, client.client_type)
     db.session.commit()
     return client, secret
 
 
-def add_redirect_uri(client: Client, uri: str) -> None:
+def add_redirect_uri(client: Client, uri: str, by: Member | None = None) -> None:
     if problem := check_uri(uri):
         raise ValueError(f"The redirect URI {uri} {problem}.")
+    audit_change("redirect_uri_added", client, by, uri)
     if uri not in client.redirect_uris:
         client.redirect_uris = [*client.redirect_uris, uri]
     db.session.execute(
@@ -2086,19 +2102,28 @@ def add_redirect_uri(client: Client, uri: str) -> None:
     db.session.commit()
 
 
-def start_secret_rotation(client: Client) -> str:
+def start_secret_rotation(client: Client, by: Member | None = None) -> str:
     """Issue a second secret; the old one keeps working until the rotation completes."""
     secret = secrets.token_urlsafe(32)
     client.pending_secret_hash = sha256(secret)
+    audit_change("client_secret_rotated", client, by, "started")
     db.session.commit()
     return secret
 
 
-def finish_secret_rotation(client: Client, complete: bool) -> None:
+def finish_secret_rotation(client: Client, complete: bool, by: Member | None = None) -> None:
     """Complete (the new secret replaces the old) or cancel (the new one stops working)."""
     if complete and client.pending_secret_hash:
         client.client_secret_hash = client.pending_secret_hash
     client.pending_secret_hash = None
+    audit_change("client_secret_rotated", client, by, "completed" if complete else "cancelled")
+    db.session.commit()
+
+
+def delete_client(client: Client, by: Member | None = None, detail: str = "") -> None:
+    """Delete a client; its grants, and with them every token it holds, go too."""
+    audit_change("client_deleted", client, by, detail or client.name)
+    db.session.delete(client)
     db.session.commit()
 
 
@@ -3265,12 +3290,12 @@ def setup() -> Response:
 def setup_gpt() -> Response:
     """Register a custom GPT: a confidential third-party client; show its secret once."""
     try:
-        client, secret = register_client(request.form.get("name") or "ChatGPT", [], public=False, first_party=False)
+        client, secret = register_client(
+            request.form.get("name") or "ChatGPT", [], public=False, first_party=False, by=current_user
+        )
     except ValueError as error:
         flash(str(error), "error")
         return redirect(url_for("main.setup"))
-    audit("client_created", current_user, client.client_id, client.client_type)
-    db.session.commit()
     flash(f"{client.name} is registered. Copy the secret now: it is shown only once.")
     return no_store(render_client_page(client, secret=secret))
 
@@ -3312,10 +3337,8 @@ def setup_add_redirect_uri(client_id: str) -> Any:
             return redirect(url_for("main.setup_client", client_id=client.client_id))
         return no_store(render_client_page(client, pending_uri=uri))  # asks to confirm
     try:
-        audit("redirect_uri_added", current_user, client.client_id, uri)
-        add_redirect_uri(client, uri)
+        add_redirect_uri(client, uri, by=current_user)
     except ValueError as error:
-        db.session.rollback()
         flash(str(error), "error")
     else:
         looks_like = "ChatGPT's callback URL" if CHATGPT_CALLBACK.fullmatch(uri) else "The callback URL"
@@ -3345,18 +3368,11 @@ def setup_rotate_secret(client_id: str) -> Any:
     if client.is_public:
         abort(400, "A public client has no secret.")
     if action == "start":
-        audit("client_secret_rotated", current_user, client.client_id, "started")
-        secret = start_secret_rotation(client)
+        secret = start_secret_rotation(client, by=current_user)
         flash("A new secret is ready; the old one keeps working until you complete the rotation.")
         return no_store(render_client_page(client, secret=secret))
     if action in ("complete", "cancel"):
-        audit(
-            "client_secret_rotated",
-            current_user,
-            client.client_id,
-            "completed" if action == "complete" else "cancelled",
-        )
-        finish_secret_rotation(client, complete=action == "complete")
+        finish_secret_rotation(client, complete=action == "complete", by=current_user)
         flash("Rotation completed: only the new secret works now." if action == "complete" else "Rotation cancelled.")
     return redirect(url_for("main.setup_client", client_id=client.client_id))
 
@@ -3366,9 +3382,7 @@ def setup_rotate_secret(client_id: str) -> Any:
 def setup_delete_client(client_id: str) -> Any:
     """Delete a connected app; every token it holds stops working."""
     client = setup_client_or_404(client_id)
-    audit("client_deleted", current_user, client.client_id, client.name)
-    db.session.delete(client)  # grants, and with them every token, go too
-    db.session.commit()
+    delete_client(client, by=current_user)
     flash(f"{client.name} is deleted and all of its tokens are revoked.")
     return redirect(url_for("main.setup"))
 
@@ -3699,10 +3713,9 @@ def prune_clients_command(days: int, delete: bool) -> None:
     ).all()
     for client in unused:
         click.echo(f"{client.client_id}  {client.name}  registered {client.created_at:%Y-%m-%d}")
-    if delete and unused:
+    if delete:
         for client in unused:
-            db.session.delete(client)
-        db.session.commit()
+            delete_client(client, detail=f"{client.name}, registered and never used")
     click.echo(f"{len(unused)} unused registration(s){' deleted' if delete else ''}.")
 
 
