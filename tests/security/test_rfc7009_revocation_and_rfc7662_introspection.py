@@ -66,6 +66,15 @@ def test_introspection_needs_client_authentication(base_url, tokens):
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
 
 
+def test_a_public_client_cannot_introspect_even_its_own_token(base_url, org, world):
+    # RFC 7662 §2.1 and §4: a client_id is no authentication, or anyone could probe tokens with one.
+    client, body = public_tokens(base_url, org, world)
+    for data in ({"client_id": client.client_id}, {"client_id": client.client_id, "client_secret": ""}):
+        response = requests.post(f"{base_url}/oauth/introspect", data={"token": body["access_token"], **data})
+        assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+        assert "active" not in response.json()
+
+
 def test_introspection_describes_the_clients_own_tokens(base_url, org, gpt, tokens):
     access = introspect(base_url, gpt, tokens["access_token"]).json()
     assert access["active"] is True and access["client_id"] == gpt.client_id and access["aud"] == f"{base_url}/api"
