@@ -796,12 +796,17 @@ def storable(value: Any) -> bool:
     return True
 
 
-def read_json() -> Any:
-    """The request body as JSON; ValueError when it is not JSON or not storable text."""
+def parse_json() -> Any:
+    """The request body as JSON; ValueError when it is not JSON."""
     try:
-        data = json.loads(request.get_data(cache=True) or b"")
+        return json.loads(request.get_data(cache=True) or b"")
     except (ValueError, RecursionError):
         raise ValueError("The body is not valid JSON.") from None
+
+
+def read_json() -> Any:
+    """The request body as JSON; ValueError when it is not JSON or not storable text."""
+    data = parse_json()
     if not storable(data):
         raise ValueError("The body contains text that is not valid UTF-8, or a NUL character.")
     return data
@@ -3144,13 +3149,16 @@ def read_rpc_message() -> dict[str, Any]:
     if (request.content_length or 0) > MCP_MAX_BODY:
         raise RpcError(-32600, f"The message is larger than {MCP_MAX_BODY} bytes.", 413)
     try:
-        message = read_json()
+        message = parse_json()
     except ValueError as error:
         raise RpcError(-32700, f"Parse error: {error}", 400) from None
     if isinstance(message, list):
         raise RpcError(-32600, "Batches are not supported; send one message per request.", 400)
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         raise RpcError(-32600, "Invalid request: expected a JSON-RPC 2.0 object.", 400)
+    # MCP: a request id is a string or an integer, never null; JSON-RPC answers a bad one with null.
+    if "id" in message and type(message["id"]) not in (str, int):
+        raise RpcError(-32600, "Invalid request: id must be a string or an integer.", 400)
     return message
 
 
@@ -3182,6 +3190,8 @@ def mcp() -> Response:
     try:
         if not isinstance(method, str) or not isinstance(params, dict):
             raise RpcError(-32600, "Invalid request: method must be a string and params an object.", 400)
+        if not storable(params):  # checked here, not while parsing, so that the error keeps the id
+            raise RpcError(-32602, "Invalid params: text must be valid UTF-8, without NUL characters.", 400)
         if method == "tools/call":
             return call_tool(message["id"], params, bearer)
         return rpc_response(message["id"], mcp_result(method, params))

@@ -98,9 +98,53 @@ def test_mcp_never_fails_and_answers_json_rpc(base_url, tokens_for_fuzz, message
         assert response.json()["jsonrpc"] == "2.0"
 
 
+TOOLS = ["whoami", "list_todos", "add_todo", "update_todo", "complete_todo", "delete_todo"]
+METHODS = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "prompts/list",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "no/such/method",
+]
+# Well-formed JSON-RPC envelopes, so that the fuzzing reaches the methods and tools behind them.
+ENVELOPES = st.fixed_dictionaries(
+    {"jsonrpc": st.just("2.0"), "method": st.sampled_from(METHODS)},
+    optional={
+        "id": st.integers(min_value=-(2**53), max_value=2**53) | st.text(max_size=20) | JSON,
+        "params": JSON
+        | st.fixed_dictionaries(
+            {"name": st.sampled_from(TOOLS) | st.text(max_size=10)}, optional={"arguments": JSON, "_meta": JSON}
+        ),
+    },
+)
+
+
+@FUZZ
+@given(message=ENVELOPES)
+def test_every_mcp_method_answers_in_json_rpc(base_url, tokens_for_fuzz, message):
+    headers = {**bearer(tokens_for_fuzz), "MCP-Protocol-Version": "2025-11-25"}
+    response = requests.post(f"{base_url}/mcp", json=message, headers=headers)
+    assert response.status_code < 500, response.text[:300]
+    if not response.content:  # a notification is acknowledged with 202 and no body
+        assert response.status_code == 202 and "id" not in message
+        return
+    body = response.json()
+    assert body["jsonrpc"] == "2.0" and ("result" in body) != ("error" in body)
+    if "error" in body:
+        assert isinstance(body["error"]["code"], int) and isinstance(body["error"]["message"], str)
+    if type(message.get("id")) in (int, str):  # the answer names the request it answers
+        assert body["id"] == message["id"]
+    else:  # MCP: an id is a string or an integer; JSON-RPC answers anything else with a null id
+        assert body["id"] is None and body["error"]["code"] == -32600
+
+
 @FUZZ
 @given(
-    name=st.sampled_from(["whoami", "list_todos", "add_todo", "update_todo", "complete_todo", "delete_todo"]),
+    name=st.sampled_from(TOOLS),
     arguments=st.dictionaries(
         st.sampled_from(["id", "title", "notes", "completed", "due_date", "limit", "cursor"]) | st.text(max_size=10),
         JSON,
@@ -112,4 +156,4 @@ def test_mcp_tools_never_fail(base_url, tokens_for_fuzz, name, arguments):
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
     response = requests.post(f"{base_url}/mcp", json=body, headers=headers)
     assert response.status_code in (200, 400), response.text[:300]  # 400: text no database can store
-    assert "result" in response.json() or response.json()["error"]["code"] == -32700
+    assert "result" in response.json() or response.json()["error"]["code"] == -32602

@@ -125,21 +125,36 @@ def test_an_unknown_method_gets_32601(base_url, mcp_access):
 
 
 @pytest.mark.parametrize(
-    ("data", "code", "status"),
+    ("data", "code", "status", "answer_id"),
     [
-        (b"{not json", -32700, 400),
-        (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', -32600, 400),
-        (b'{"id": 1, "method": "ping"}', -32600, 400),
-        (b'"ping"', -32600, 400),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": 5}', -32600, 400),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []}', -32600, 400),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "x": "' + b"a" * 70000 + b'"}', -32600, 413),
+        (b"{not json", -32700, 400, None),
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', -32600, 400, None),
+        (b'{"id": 1, "method": "ping"}', -32600, 400, None),
+        (b'"ping"', -32600, 400, None),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": 5}', -32600, 400, 1),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": []}', -32600, 400, 1),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "x": "' + b"a" * 70000 + b'"}', -32600, 413, None),
+        (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}', -32600, 400, None),
+        (b'{"jsonrpc": "2.0", "id": null, "method": "ping"}', -32600, 400, None),  # MCP: never null
+        (b'{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}', -32600, 400, None),
     ],
 )
-def test_malformed_messages_get_a_json_rpc_error(base_url, mcp_access, data, code, status):
+def test_malformed_messages_get_a_json_rpc_error(base_url, mcp_access, data, code, status, answer_id):
     headers = {**bearer(mcp_access), **MCP_VERSION, "Content-Type": "application/json"}
     response = requests.post(f"{base_url}/mcp", data=data, headers=headers)
     assert response.status_code == status and response.json()["error"]["code"] == code
+    assert response.json()["id"] == answer_id  # JSON-RPC 2.0 §5: null when the id cannot be read
+
+
+@pytest.mark.parametrize("text", [r"\u0000", r"\ud800"])  # JSON escapes: valid JSON, unstorable text
+def test_unstorable_text_in_params_is_refused_with_the_requests_id(base_url, mcp_access, text):
+    # JSON-RPC 2.0 §5: the message parsed, so the error answers its id and the client is not left waiting.
+    data = '{"jsonrpc": "2.0", "id": "add-1", "method": "tools/call",'
+    data += ' "params": {"name": "add_todo", "arguments": {"title": "a' + text + 'b"}}}'
+    headers = {**bearer(mcp_access), **MCP_VERSION, "Content-Type": "application/json"}
+    response = requests.post(f"{base_url}/mcp", data=data.encode(), headers=headers)
+    assert response.status_code == 400 and response.json()["id"] == "add-1"
+    assert response.json()["error"]["code"] == -32602
 
 
 @pytest.mark.parametrize("params", [{"name": "nope"}, {"name": "list_todos", "arguments": [1]}, {}])
