@@ -928,6 +928,7 @@ def start_session(member: Member) -> None:
     db.session.commit()  # the audit record of the login
     session.clear()  # the session cookie is the session: clearing it renews it
     login_user(member)
+    session["sid"] = secrets.token_urlsafe(16)  # no two logins share a cookie, even within a second
     session["auth_time"] = int(time.time())
 
 
