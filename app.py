@@ -236,6 +236,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     server.init_app(app, query_client=query_client, save_token=save_token)
     app.register_blueprint(bp)
+    app.jinja_env.globals.update(name_max=NAME_MAX, title_max=TITLE_MAX)  # the forms' maxlength
     configure_logging()
     app.before_request(start_request_log)
     app.before_request(reject_unstorable_input)
@@ -896,10 +897,12 @@ def create_member(org: Organization, email: str, name: str, password: str, role:
 
 
 NAME_MAX = 100
-# Control and format characters (right-to-left overrides, zero-width spaces), separators that
-# break lines, and unassigned or private code points: in a name they can make one app or person
-# pass for another on the consent screen and the members page.
-HIDDEN_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"}
+# Control and format characters (right-to-left overrides, zero-width spaces, invisible tags),
+# separators that break lines, and private code points: in a name they can make one app or
+# person pass for another on the consent screen and the members page.
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp"}
+# Except the joiners that Persian and Indic scripts, and emoji such as 👩‍💻, need.
+JOINERS = {"\u200c", "\u200d"}
 
 
 def name_problem(name: str) -> str | None:
@@ -908,7 +911,7 @@ def name_problem(name: str) -> str | None:
         return "must not be empty"
     if len(name) > NAME_MAX:
         return f"must be at most {NAME_MAX} characters"
-    if any(unicodedata.category(character) in HIDDEN_CATEGORIES for character in name):
+    if any(unicodedata.category(c) in HIDDEN_CATEGORIES and c not in JOINERS for c in name):
         return "must not contain control or formatting characters, such as right-to-left marks"
     return None
 

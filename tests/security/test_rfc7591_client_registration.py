@@ -41,6 +41,7 @@ def test_invalid_metadata_is_refused(base_url, metadata):
         "ChatGPT\nVerified by OpenAI",
         "ChatGPT\u2028Verified by OpenAI",  # a line separator
         "App \U000f0000",  # a private-use character
+        "ChatGPT\U000e0041",  # an invisible tag character
         " ",
     ],
 )
@@ -52,8 +53,8 @@ def test_a_client_name_that_could_pass_for_another_is_refused(base_url, name):
 
 
 def test_a_client_name_in_any_script_is_welcome(base_url):
-    name = "Todo-Assistent für Zürich · 東京 · مساعد"
-    assert register(base_url, client_name=name).json()["client_name"] == name
+    for name in ["Todo-Assistent für Zürich · 東京 · مساعد", "دستیار\u200cمن", "👩\u200d💻 Dev helper"]:
+        assert register(base_url, client_name=name).json()["client_name"] == name  # joiners are welcome
 
 
 def test_a_self_registered_client_always_sees_consent_and_is_escaped(base_url, org):
