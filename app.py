@@ -196,7 +196,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         REGISTRATION_RATE_LIMIT=os.environ.get("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
         API_RATE_LIMIT=os.environ.get("RATE_LIMIT_API", "600 per minute"),
         # RFC 7591 §3: when set, dynamic registration is closed to all but holders of this token.
-        INITIAL_ACCESS_TOKEN=os.environ.get("INITIAL_ACCESS_TOKEN", ""),
+        INITIAL_ACCESS_TOKEN=os.environ.get("INITIAL_ACCESS_TOKEN", "").strip(),  # env files add newlines
         MCP_ALLOWED_ORIGINS=[o.strip() for o in os.environ.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
         or list(DEFAULT_MCP_ORIGINS),
     )

@@ -13,8 +13,10 @@ keepalive = 5
 preload_app = True
 # Production refuses to start without SECRET_KEY (see app.secret_key).
 raw_env = ["APP_ENV=production"]
-# Trust X-Forwarded-* from the platform's TLS proxy; ProxyFix in the app reads them.
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "*")
+# gunicorn itself believes no forwarded header (the scheme, SCRIPT_NAME): the app's ProxyFix reads
+# X-Forwarded-* from as many proxies as TRUSTED_PROXIES names, and from no more.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
 # The app logs each request itself, with a request id and without the query string, which
 # could carry a secret a client put in the wrong place.
 accesslog = None

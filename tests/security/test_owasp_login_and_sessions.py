@@ -1,12 +1,8 @@
 """The login pages, after OWASP's Authentication, Session Management and Credential Stuffing cheat
 sheets: throttling, no account enumeration, scrypt, a new session at login, and safe cookies."""
 
-import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -30,44 +26,6 @@ def test_logins_are_throttled_per_address(app, base_url):
     with limit(app, "LOGIN_RATE_LIMIT", "4 per minute"):
         statuses = [failed_login(base_url, f"user{i}@nowhere.test").status_code for i in range(5)]
     assert statuses[:4] == [200] * 4 and statuses[4] == 429
-
-
-FORGED_LOGINS = """
-import re, app
-client = app.app.test_client()
-for n in range(3):
-    page = client.get("/login", environ_base={"REMOTE_ADDR": "198.51.100.1"})
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    form = {"csrf_token": token, "email": f"nobody{n}@nowhere.test", "password": "wrong"}
-    # Each guess claims to have been forwarded for another address.
-    forged = {"X-Forwarded-For": f"203.0.113.{n}"}
-    answer = client.post("/login", data=form, headers=forged, environ_base={"REMOTE_ADDR": "198.51.100.1"})
-    print(answer.status_code)
-"""
-
-
-@pytest.mark.parametrize(("trusted_proxies", "statuses"), [("0", "200 200 429"), ("1", "200 200 200")])
-def test_a_forged_forwarded_for_escapes_the_address_throttle_only_behind_a_proxy(tmp_path, trusted_proxies, statuses):
-    # Reached directly (TRUSTED_PROXIES=0), X-Forwarded-For is the client's own claim and is ignored;
-    # behind one proxy, that proxy's entry is believed, as the platform's router sets it.
-    environment = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "PUBLIC_URL")}
-    environment.update(
-        DATABASE_URL=f"sqlite:///{tmp_path}/app.db",
-        SECRET_KEY="k" * 40,
-        SEED_DEMO="0",
-        RATE_LIMIT_LOGIN="2 per minute",
-        TRUSTED_PROXIES=trusted_proxies,
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", FORGED_LOGINS],
-        cwd=Path(__file__).parents[2],
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert " ".join(result.stdout.split()) == statuses
 
 
 def test_repeated_failed_logins_for_one_account_are_throttled(app, base_url, org):

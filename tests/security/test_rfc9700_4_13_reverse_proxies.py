@@ -1,0 +1,107 @@
+"""RFC 9700 §4.13, TLS-terminating reverse proxies: the app believes X-Forwarded-* only from as many
+proxies as TRUSTED_PROXIES names, and gunicorn believes none of them itself."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).parents[2]
+
+
+def environment(tmp_path: Path, trusted_proxies: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "PUBLIC_URL")}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path}/app.db",
+        SECRET_KEY="k" * 40,
+        SEED_DEMO="0",
+        TRUSTED_PROXIES=trusted_proxies,
+        **extra,
+    )
+    return env
+
+
+FORGED_LOGINS = """
+import re, app
+client = app.app.test_client()
+for n in range(3):
+    page = client.get("/login", environ_base={"REMOTE_ADDR": "198.51.100.1"})
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    form = {"csrf_token": token, "email": f"nobody{n}@nowhere.test", "password": "wrong"}
+    # Each guess claims to have been forwarded for another address.
+    forged = {"X-Forwarded-For": f"203.0.113.{n}"}
+    answer = client.post("/login", data=form, headers=forged, environ_base={"REMOTE_ADDR": "198.51.100.1"})
+    print(answer.status_code)
+"""
+
+
+@pytest.mark.parametrize(("trusted_proxies", "statuses"), [("0", "200 200 429"), ("1", "200 200 200")])
+def test_a_forged_forwarded_for_escapes_the_address_throttle_only_behind_a_proxy(tmp_path, trusted_proxies, statuses):
+    # Reached directly (TRUSTED_PROXIES=0), X-Forwarded-For is the client's own claim and is ignored;
+    # behind one proxy, that proxy's entry is believed, as the platform's router sets it.
+    result = subprocess.run(
+        [sys.executable, "-c", FORGED_LOGINS],
+        cwd=ROOT,
+        env=environment(tmp_path, trusted_proxies, RATE_LIMIT_LOGIN="2 per minute"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert " ".join(result.stdout.split()) == statuses
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """Start the app as the Procfile does, with gunicorn.conf.py; yield a function of TRUSTED_PROXIES."""
+    servers = []
+
+    def start(trusted_proxies: str) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        log = (tmp_path / f"gunicorn-{port}.log").open("w")
+        env = environment(tmp_path, trusted_proxies, PUBLIC_URL=url)
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "--bind",
+            url[7:],
+            "--workers",
+            "1",
+            "app:app",
+        ]
+        servers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        for _ in range(100):
+            try:
+                if f"Listening at: {url}" in (tmp_path / f"gunicorn-{port}.log").read_text():
+                    requests.get(f"{url}/livez", timeout=2)
+                    return url
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        pytest.fail((tmp_path / f"gunicorn-{port}.log").read_text())
+
+    yield start
+    for server in servers:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("trusted_proxies", "secure"), [("0", False), ("1", True)])
+def test_only_a_trusted_proxy_can_say_the_request_came_over_https(gunicorn, trusted_proxies, secure):
+    # A client that claims https itself must not get the answers meant for https: HSTS, Secure cookies.
+    url = gunicorn(trusted_proxies)
+    for claim in ({"X-Forwarded-Proto": "https"}, {"X-Forwarded-Ssl": "on"}, {"X-Forwarded-Protocol": "ssl"}):
+        response = requests.get(f"{url}/livez", headers=claim)
+        expected = secure and "X-Forwarded-Proto" in claim  # ProxyFix reads X-Forwarded-Proto only
+        assert ("Strict-Transport-Security" in response.headers) == expected, claim
