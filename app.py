@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 import time
 import unicodedata
 from collections.abc import Callable
@@ -329,8 +330,17 @@ def secret_key(app: Flask) -> str:
         )
     path = os.path.join(app.instance_path, "secret_key")
     if not os.path.exists(path):
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        # Written aside (mode 0600) and linked into place, so that another process starting at the
+        # same moment finds either no key or a whole one, and the first key stays.
+        fd, draft = tempfile.mkstemp(dir=app.instance_path)
+        with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
     with open(path) as f:
         return f.read().strip()
 

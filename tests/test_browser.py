@@ -21,7 +21,8 @@ from conftest import PASSWORD
 from conftest import bearer
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).parent.parent / "docs" / "screenshots"
+# SCREENSHOT_DIR lets a second run at the same time (CI's PostgreSQL pass) keep its pictures apart.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).parent.parent / "docs" / "screenshots")
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"
 )
