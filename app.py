@@ -696,6 +696,8 @@ AUDIT_EVENTS = (
     "password_changed",
     "role_changed",
     "member_removed",
+    "member_added",
+    "operator_granted",
 )
 
 
@@ -898,11 +900,13 @@ def create_organization(name: str, slug: str | None = None) -> Organization:
     return org
 
 
-def create_member(org: Organization, email: str, name: str, password: str, role: str) -> Member:
+def create_member(org: Organization, email: str, name: str, password: str, role: str, how: str = "") -> Member:
+    """Add a member; ``how`` tells the audit log who added them."""
     member = Member(organization_id=org.id, email=email.strip().lower(), name=name, role=role)
     member.set_password(password)
     db.session.add(member)
     db.session.flush()
+    audit("member_added", member, detail=f"as {role}{', ' + how if how else ''}")
     return member
 
 
@@ -982,7 +986,7 @@ def signup() -> Any:
             error = f"The organization name {problem}."
         if error is None:
             org = create_organization(org_name)
-            member = create_member(org, email, form["name"].strip(), form["password"], "admin")
+            member = create_member(org, email, form["name"].strip(), form["password"], "admin", "at sign-up")
             db.session.commit()
             start_session(member)
             flash(f"Welcome! {org.name} is ready.")
@@ -1077,7 +1081,7 @@ def members() -> Any:
         if error is None and db.session.scalar(exists):
             error = "That email is already a member of this organization."
         if error is None:
-            create_member(org, email, form["name"].strip(), form["password"], role)
+            create_member(org, email, form["name"].strip(), form["password"], role, f"by {current_user.email}")
             db.session.commit()
             flash(f"{email} can now log in to {org.name}.")
             return redirect(url_for("main.members"))
@@ -2137,6 +2141,15 @@ def finish_secret_rotation(client: Client, complete: bool, by: Member | None = N
     client.pending_secret_hash = None
     audit_change("client_secret_rotated", client, by, "completed" if complete else "cancelled")
     db.session.commit()
+
+
+def replace_client_secret(client: Client, by: Member | None = None) -> str:
+    """Give a client a new secret at once; the old one, and any rotation under way, stop working."""
+    secret = secrets.token_urlsafe(32)
+    client.client_secret_hash, client.pending_secret_hash = sha256(secret), None
+    audit_change("client_secret_rotated", client, by, "replaced at once")
+    db.session.commit()
+    return secret
 
 
 def delete_client(client: Client, by: Member | None = None, detail: str = "") -> None:
@@ -3662,8 +3675,7 @@ def rotate_client_secret_command(client_id: str) -> None:
     client = get_client_or_fail(client_id)
     if client.is_public:
         raise click.ClickException("A public client has no secret.")
-    secret = start_secret_rotation(client)
-    finish_secret_rotation(client, complete=True)
+    secret = replace_client_secret(client)
     click.echo(f"client_secret: {secret}")
 
 
@@ -3689,6 +3701,7 @@ def make_operator_command(email: str) -> None:
         raise click.ClickException(f"No member with the email {email}.")
     for member in members:
         member.is_operator = True
+        audit("operator_granted", member, detail=f"by the {CLI_ACTOR}")
     db.session.commit()
     click.echo(f"{email} is an operator.")
 
@@ -3716,10 +3729,11 @@ def create_member_command(slug: str, email: str, password: str, name: str | None
     org = db.session.scalar(sa.select(Organization).where(Organization.slug == slug))
     if org is None:
         raise click.ClickException(f"No organization with slug {slug}.")
-    if problem := member_form_error(email.lower(), name or email, password):
+    name = name or email.split("@")[0]  # the name that is stored is the one checked
+    if problem := member_form_error(email.lower(), name, password):
         raise click.ClickException(problem)
     try:
-        member = create_member(org, email, name or email.split("@")[0], password, role)
+        member = create_member(org, email, name, password, role, f"by the {CLI_ACTOR}")
         db.session.commit()
     except sa.exc.IntegrityError:
         raise click.ClickException(f"{email} is already a member of {slug}.") from None

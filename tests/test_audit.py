@@ -161,10 +161,20 @@ def test_changes_made_at_the_command_line_are_audited_too(app, world):
         ("client_created", "command line"),
         ("redirect_uri_added", "command line"),
         ("client_secret_rotated", "command line"),
-        ("client_secret_rotated", "command line"),
     ]
     everything = " ".join(str(value) for row in events(world) for value in row)
     assert created["client_secret"] not in everything and rotated not in everything
+    # Members and operators made at the command line are on the record too.
+    slug = run("create-org", "--name", "Scripted Org").strip()
+    email = f"scripted@{slug}.test"
+    run("create-member", "--org", slug, "--email", email, "--password", PASSWORD, "--role", "admin")
+    run("make-operator", email)
+    rows = world.sql(sa.text("SELECT event, detail FROM audit_event WHERE actor = :a ORDER BY id"), a=email).all()
+    assert [tuple(row) for row in rows] == [
+        ("member_added", "as admin, by the command line"),
+        ("operator_granted", "by the command line"),
+    ]
+    assert PASSWORD not in " ".join(str(value) for row in events(world) for value in row)
 
 
 def test_pruned_registrations_are_audited(app, base_url, world):

@@ -103,3 +103,14 @@ def test_create_org_and_member_then_log_in(app, base_url):
     again = run(app, "create-member", "--org", slug, "--email", "ops@scripted.test", "--password", PASSWORD)
     assert again.exit_code != 0 and "already a member" in again.output
     assert run(app, "create-member", "--org", "nope", "--email", "a@b.test", "--password", PASSWORD).exit_code != 0
+
+
+def test_create_member_checks_the_name_it_stores(app):
+    slug = run(app, "create-org", "--name", "Named Org").output.strip()
+    long_local_part = "a" * 95 + "@named.test"  # the stored name is the 95-character local part
+    result = run(app, "create-member", "--org", slug, "--email", long_local_part, "--password", PASSWORD)
+    assert result.exit_code == 0, result.output
+    hidden = run(
+        app, "create-member", "--org", slug, "--email", "b@named.test", "--password", PASSWORD, "--name", "B\u202e"
+    )
+    assert hidden.exit_code != 0 and "must not contain control" in hidden.output
