@@ -648,7 +648,12 @@ class AccessToken(db.Model):
 class AuditEvent(db.Model):
     """Who did what to which app, from where and when. Never a secret, code or token."""
 
-    __table_args__ = (sa.Index("ix_audit_event_at", "at"),)
+    # The audit page filters by address or actor and pages back by id: one index for each walk.
+    __table_args__ = (
+        sa.Index("ix_audit_event_at", "at"),
+        sa.Index("ix_audit_event_ip_address_id", "ip_address", "id"),
+        sa.Index("ix_audit_event_actor_id", "actor", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -81,5 +81,5 @@ def test_an_upgrade_from_the_previous_schema_keeps_the_data(tmp_path):
         assert c.execute(sa.text("SELECT email FROM member")).scalar() == "a@old.test"
         client = c.execute(sa.text("SELECT client_id, self_registered, redirect_uris FROM client")).one()
         assert client[0] == "old-client" and not client[1] and "a.test" in str(client[2])
-        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004_audit_log"
+        assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005_audit_lookups"
     engine.dispose()
