@@ -60,3 +60,17 @@ def test_livez_and_healthz(base_url):
 
     assert requests.get(f"{base_url}/livez").json() == {"status": "ok"}
     assert requests.get(f"{base_url}/healthz").json() == {"status": "ok", "database": "ok"}
+
+
+def test_settings_from_env_files_lose_their_trailing_newline(tmp_path):
+    # An initial access token pasted with a newline must not close registration to its own holder.
+    environment = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "DATABASE_URL")}
+    environment.update(DATABASE_URL=f"sqlite:///{tmp_path}/app.db", INITIAL_ACCESS_TOKEN=" token-value\n")
+    code = "import app; print(repr(app.app.config['INITIAL_ACCESS_TOKEN']))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "'token-value'"
+
+
+def test_trusted_proxies_must_be_a_number(tmp_path):
+    result = start(tmp_path, TRUSTED_PROXIES="one")
+    assert result.returncode != 0 and "TRUSTED_PROXIES must be a number" in result.stderr
