@@ -123,12 +123,13 @@ def test_registration_is_open_without_an_initial_access_token(base_url):
     [
         ("client_name", '<script>alert("name")</script>'),
         ("client_uri", 'https://example.com/"><script>alert("uri")</script>'),
+        ("logo_uri", 'https://example.com/logo.png"><script>alert("logo")</script>'),
         ("redirect_uris", ['http://127.0.0.1/cb?x="><script>alert("cb")</script>']),
     ],
 )
 def test_script_in_any_client_field_is_refused_or_escaped_on_every_page(base_url, operator, field, value):
-    """A self-registered name, home page or callback reaches the consent, connected-apps, setup and
-    audit pages; each either refuses the value or shows it as text."""
+    """A self-registered name, home page, logo or callback reaches the consent, connected-apps, setup
+    and audit pages; each either refuses the value or shows it as text."""
     redirect_uri = value[0] if field == "redirect_uris" else "http://127.0.0.1/cb"
     response = register(
         base_url, **{"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none", field: value}
@@ -143,5 +144,6 @@ def test_script_in_any_client_field_is_refused_or_escaped_on_every_page(base_url
     assert consent.status_code == 200 and 'name="decision"' in consent.text
     allowed = operator.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"})
     assert allowed.status_code in (302, 303)
-    for page in (consent.text, *(operator.get(p).text for p in ("/settings/connected-apps", "/setup", "/setup/audit"))):
+    pages = ("/settings/connected-apps", "/setup", f"/setup/clients/{client.client_id}", "/setup/audit")
+    for page in (consent.text, *(operator.get(p).text for p in pages)):
         assert "<script>alert(" not in page
