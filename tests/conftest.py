@@ -11,8 +11,12 @@ import json
 import os
 import re
 import secrets
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import UTC
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import parse_qs
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
@@ -460,3 +465,34 @@ def add_todo(person: Person, title: str, **fields) -> None:
 
 def todo_ids(html: str) -> list[int]:
     return [int(i) for i in re.findall(r"/todos/(\d+)/edit", html)]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays bound until all are chosen, or the kernel may repeat one."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def start_gunicorn(port: int, env: dict[str, str], log_path: Path, workers: int = 1, threads: int = 1):
+    """Serve the app as the Procfile does, with gunicorn.conf.py, and wait until this instance
+    listens on ``port``: a healthy answer alone could come from another process."""
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    command += ["--workers", str(workers), "--threads", str(threads), "app:app"]
+    root = Path(__file__).parent.parent
+    server = subprocess.Popen(command, cwd=root, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if f"Listening at: {url}" in log_path.read_text() and requests.get(f"{url}/livez", timeout=2).ok:
+                return server
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    server.terminate()
+    pytest.fail(f"{url} did not start:\n{log_path.read_text()}")

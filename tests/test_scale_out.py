@@ -6,10 +6,8 @@ Runs when TEST_DATABASE_URL names PostgreSQL (CI's second pass); skipped on SQLi
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,9 @@ from conftest import Person
 from conftest import bearer
 from conftest import callback_params
 from conftest import exchange
+from conftest import free_ports
 from conftest import gpt_params
+from conftest import start_gunicorn
 from conftest import token_request
 
 ROOT = Path(__file__).parent.parent
@@ -40,18 +40,6 @@ with app.app.app_context():
     db.session.commit()
     print(json.dumps({{"client_id": client.client_id, "client_secret": secret}}))
 """
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: every socket stays bound until all are chosen, or the kernel may repeat one."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def admin_engine() -> sa.Engine:
@@ -83,40 +71,9 @@ def cluster(tmp_path_factory):
     seeded = subprocess.run([sys.executable, "-c", SEED.format(password=PASSWORD)], **run)
     assert seeded.returncode == 0, seeded.stderr
     client = json.loads(seeded.stdout.strip().splitlines()[-1])
-    logs, servers = [], []
-    for port in ports:
-        log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
-        logs.append(log_path)
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--threads",
-            "2",
-            "app:app",
-        ]
-        servers.append(
-            subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-        )
+    logs = [tmp_path_factory.mktemp("gunicorn") / "server.log" for _ in ports]
+    servers = [start_gunicorn(port, env, log, workers=2, threads=2) for port, log in zip(ports, logs, strict=True)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
-    for url, log_path in zip(urls, logs, strict=True):
-        # Each instance must hold its own port: a healthy answer alone could come from another process.
-        for _ in range(100):
-            try:
-                listening = f"Listening at: {url}" in log_path.read_text()
-                if listening and requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"{url} did not start:\n{log_path.read_text()}")
     yield {"urls": urls, "client": client, "logs": logs, "database": name}
     for server in servers:
         server.terminate()

@@ -2,14 +2,14 @@
 proxies as TRUSTED_PROXIES names, and gunicorn believes none of them itself."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import free_ports
+from conftest import start_gunicorn
 
 ROOT = Path(__file__).parents[2]
 
@@ -58,38 +58,15 @@ def test_a_forged_forwarded_for_escapes_the_address_throttle_only_behind_a_proxy
 
 @pytest.fixture
 def gunicorn(tmp_path):
-    """Start the app as the Procfile does, with gunicorn.conf.py; yield a function of TRUSTED_PROXIES."""
+    """Start the app under gunicorn with a given TRUSTED_PROXIES; stop it afterwards."""
     servers = []
 
     def start(trusted_proxies: str) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        (port,) = free_ports(1)
         url = f"http://127.0.0.1:{port}"
-        log = (tmp_path / f"gunicorn-{port}.log").open("w")
         env = environment(tmp_path, trusted_proxies, PUBLIC_URL=url)
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "gunicorn.conf.py",
-            "--bind",
-            url[7:],
-            "--workers",
-            "1",
-            "app:app",
-        ]
-        servers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-        for _ in range(100):
-            try:
-                if f"Listening at: {url}" in (tmp_path / f"gunicorn-{port}.log").read_text():
-                    requests.get(f"{url}/livez", timeout=2)
-                    return url
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        pytest.fail((tmp_path / f"gunicorn-{port}.log").read_text())
+        servers.append(start_gunicorn(port, env, tmp_path / f"gunicorn-{port}.log"))
+        return url
 
     yield start
     for server in servers:
