@@ -147,3 +147,23 @@ def test_script_in_any_client_field_is_refused_or_escaped_on_every_page(base_url
     pages = ("/settings/connected-apps", "/setup", f"/setup/clients/{client.client_id}", "/setup/audit")
     for page in (consent.text, *(operator.get(p).text for p in pages)):
         assert "<script>alert(" not in page
+
+
+def test_registration_errors_are_not_cached(base_url):
+    # RFC 7591 §3.2.2 answers errors like §3.2.1 answers success: never from a cache.
+    response = register(base_url, redirect_uris=[])
+    assert response.status_code == 400 and response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("key", ["client_uri", "logo_uri"])
+def test_a_client_link_needs_a_host(base_url, key):
+    assert register(base_url, **{key: "https:///evil.test/x"}).status_code == 400
+
+
+def test_the_initial_access_token_comes_only_as_a_bearer_token(base_url, closed_registration):
+    # RFC 7591 §3 presents it as an RFC 6750 bearer token; no other scheme, and no cached refusal.
+    body = {"redirect_uris": ["https://claude.ai/api/mcp/auth_callback"]}
+    other_scheme = {"Authorization": f"Token {closed_registration}"}
+    refused = requests.post(f"{base_url}/oauth/register", json=body, headers=other_scheme)
+    assert refused.status_code == 401 and refused.headers["Cache-Control"] == "no-store"
+    assert refused.headers["WWW-Authenticate"] == f'Bearer realm="{base_url}"'  # RFC 6750 §3.1: no error code

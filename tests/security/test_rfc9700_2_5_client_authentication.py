@@ -112,3 +112,30 @@ def test_credentials_sent_two_ways_at_once_are_refused(app, base_url, org, gpt):
         auth=(gpt.client_id, gpt.client_secret),
     )
     assert both.status_code == 401 and both.json()["error"] == "invalid_client"
+
+
+def test_a_public_client_with_a_stray_basic_header_is_refused(base_url, org, world):
+    # RFC 6749 §2.3: credentials that are sent must authenticate; a decoy header is not ignored.
+    from conftest import Person
+    from conftest import callback_params
+    from conftest import gpt_params
+    from conftest import mcp_client
+    from conftest import pkce_pair
+
+    client = mcp_client(world)
+    verifier, challenge = pkce_pair()
+    params = gpt_params(client, scope="todos:read", code_challenge=challenge, code_challenge_method="S256")
+    code = callback_params(Person(base_url, org.admin_email).authorize(params))["code"]
+    decoy = base64.b64encode(b"no-such-client:guess").decode()
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": client.redirect_uri}
+    data.update(client_id=client.client_id, code_verifier=verifier)
+    response = requests.post(f"{base_url}/oauth/token", headers={"Authorization": f"Basic {decoy}"}, data=data)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+def test_only_failed_authentications_count_towards_the_throttle(app, base_url, gpt):
+    # An authenticated client whose grants are bad is not guessing secrets: invalid_grant, never 429.
+    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "2 per minute"):
+        bad_code = {"grant_type": "authorization_code", "code": "nope", "redirect_uri": gpt.redirect_uri}
+        statuses = [token_request(base_url, gpt, bad_code).status_code for _ in range(4)]
+    assert statuses == [400] * 4

@@ -100,6 +100,12 @@ def test_loopback_matching_still_checks_host_path_and_userinfo(base_url, world, 
         "javascript:alert(1)",
         "data:text/html,hi",
         "file:///etc/passwd",
+        "ws://evil.test/cb",
+        "wss://evil.test/cb",
+        "ftp://evil.test/cb",
+        "https:///evil.test/cb",  # no host
+        "https:evil.test/cb",
+        "https://a.test/" + "x" * 600,  # longer than a client can register
         "http://example.com/cb",
         "https://example.com/cb#fragment",
         "https://user:pw@example.com/cb",

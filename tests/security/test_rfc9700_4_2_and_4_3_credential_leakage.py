@@ -47,3 +47,19 @@ def test_the_consent_page_and_the_redirect_with_the_code_send_no_referrer(base_u
 @pytest.mark.parametrize("path", ["/", "/login", "/signup", "/idp?client_id=x", "/playground", "/no-such-page"])
 def test_every_page_sends_no_referrer(base_url, path):
     assert requests.get(base_url + path).headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("path", ["/oauth/revoke", "/oauth/introspect"])
+def test_a_token_sent_twice_is_refused_at_revocation_and_introspection(base_url, gpt, tokens, path):
+    # RFC 6749 §3.2, which RFC 7009 §2.1 and RFC 7662 §2.1 inherit: parameters MUST NOT repeat.
+    credentials = [("client_id", gpt.client_id), ("client_secret", gpt.client_secret)]
+    sent = [("token", "decoy"), ("token", tokens["access_token"]), *credentials]
+    response = requests.post(f"{base_url}{path}", data=sent)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+def test_a_repeated_parameter_is_named_in_error_description_syntax(base_url):
+    # RFC 6749 §5.2: error_description is printable ASCII without " and \.
+    response = requests.post(f"{base_url}/oauth/token", data=[('a"\\é', "1"), ('a"\\é', "2"), ("grant_type", "x")])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+    assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in response.json()["error_description"])

@@ -55,7 +55,7 @@ def test_prompt_none_without_a_session_is_login_required_even_with_the_default_s
     params = gpt_params(gpt, scope=None, prompt="none")
     response = requests.get(f"{base_url}/idp", params=params, allow_redirects=False)
     cb = callback_params(response)
-    assert cb["error"] == "login_required" and cb["iss"] == base_url
+    assert cb["error"] == "login_required" and cb["iss"] == base_url and cb["state"] == params["state"]
 
 
 def test_the_issuer_is_spelled_the_same_in_tokens_and_responses(base_url, org, gpt):
