@@ -187,3 +187,16 @@ def test_pruned_registrations_are_audited(app, base_url, world):
     assert app.test_cli_runner().invoke(args=["prune-clients", "--delete"]).exit_code == 0
     deleted = events(world, client_id)[-1]
     assert deleted[:2] == ("client_deleted", "command line") and "never used" in deleted[5]
+
+
+def test_exactly_one_page_of_events_offers_no_older_page(app, base_url, org):
+    assert app.test_cli_runner().invoke(args=["make-operator", org.admin_email]).exit_code == 0
+    operator = Person(base_url, org.admin_email)
+    operator.login()
+    actor = f"exact-{org.slug}@example.test"
+    with app.test_request_context():
+        for _ in range(100):
+            todo_app.audit("login_failed", actor=actor)
+        db.session.commit()
+    page = operator.get(f"/setup/audit?actor={actor}")
+    assert page.text.count("<td>login_failed</td>") == 100 and "Older events" not in page.text

@@ -114,3 +114,17 @@ def test_create_member_checks_the_name_it_stores(app):
         app, "create-member", "--org", slug, "--email", "b@named.test", "--password", PASSWORD, "--name", "B\u202e"
     )
     assert hidden.exit_code != 0 and "must not contain control" in hidden.output
+
+
+def test_rotate_client_secret_also_ends_a_rotation_under_way(app, base_url, gpt, tokens):
+    from conftest import Client
+    from conftest import introspect
+
+    import app as todo_app
+
+    with app.app_context():
+        pending = todo_app.start_secret_rotation(todo_app.query_client(gpt.client_id))  # as /setup starts one
+    result = run(app, "rotate-client-secret", gpt.client_id)
+    replaced = result.output.split("client_secret: ")[1].strip()
+    assert introspect(base_url, Client(gpt.client_id, pending, ""), tokens["access_token"]).status_code == 401
+    assert introspect(base_url, Client(gpt.client_id, replaced, ""), tokens["access_token"]).status_code == 200

@@ -28,6 +28,12 @@ def test_both_metadata_documents_are_the_same_and_valid(base_url):
         "todos:read",
         "todos:write",
     }
+    # Only what the server does: code flow, query responses, RS256, and no unauthenticated introspection.
+    assert oidc["response_types_supported"] == ["code"] and oidc["response_modes_supported"] == ["query"]
+    assert oidc["grant_types_supported"] == ["authorization_code", "refresh_token"]
+    assert oidc["request_parameter_supported"] is False and oidc["request_uri_parameter_supported"] is False
+    assert oidc["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert "none" not in oidc["introspection_endpoint_auth_methods_supported"]
     AuthorizationServerMetadata(oauth).validate()
     OpenIDProviderMetadata(oidc).validate()
 
@@ -76,3 +82,18 @@ def test_rotating_the_key_keeps_the_previous_one_published(app, base_url, org, g
 @pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/.well-known/jwks.json"])
 def test_discovery_documents_are_json(base_url, path):
     assert requests.get(f"{base_url}{path}").headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(("suffix", "resource"), [("", "/mcp"), ("/mcp", "/mcp"), ("/api", "/api")])
+def test_each_protected_resource_describes_itself(base_url, suffix, resource):
+    # RFC 9728 §3: the metadata at a resource's well-known path names that resource and no other.
+    metadata = requests.get(f"{base_url}/.well-known/oauth-protected-resource{suffix}").json()
+    assert metadata["resource"] == base_url + resource and metadata["authorization_servers"] == [base_url]
+    assert metadata["bearer_methods_supported"] == ["header"]
+    assert metadata["scopes_supported"] == ["todos:read", "todos:write"]
+    # RFC 9728 §5.1: a request without a token is pointed at that same document.
+    unauthorized = (
+        requests.post(f"{base_url}/mcp", json={}) if resource == "/mcp" else requests.get(f"{base_url}/api/me")
+    )
+    expected = f'resource_metadata="{base_url}/.well-known/oauth-protected-resource{resource}"'
+    assert expected in unauthorized.headers["WWW-Authenticate"]

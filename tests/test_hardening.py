@@ -2,8 +2,11 @@
 prompt and max_age rules."""
 
 import base64
+import json
 import time
+from urllib.parse import parse_qs
 from urllib.parse import urlencode
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -144,3 +147,38 @@ def test_the_gpt_journey_with_an_empty_scope_and_introspection_by_post(base_url,
     assert body["scope"] == todo_app.DEFAULT_CLIENT_SCOPE and body["refresh_token"]
     refreshed = token_request(base_url, gpt, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]})
     assert refreshed.status_code == 200
+
+
+def test_auth_time_is_when_the_member_logged_in(base_url, org, gpt, clock):
+    # OpenID Connect Core §2: auth_time is the time of the authentication, not of the authorization.
+    person = Person(base_url, org.admin_email)
+    person.login()
+    logged_in_at = time.time()
+    clock.shift(600)
+    cb = callback_params(person.authorize(gpt_params(gpt)))
+    id_token = exchange(base_url, gpt, cb["code"]).json()["id_token"]
+    claims = json.loads(base64.urlsafe_b64decode(id_token.split(".")[1] + "=="))
+    assert logged_in_at - 2 <= claims["auth_time"] <= logged_in_at + 2
+
+
+def test_prompt_login_ends_the_session_before_asking(base_url, org, gpt):
+    # OpenID Connect Core §3.1.2.1: prompt=login reauthenticates; going back to returnTo skips nothing.
+    person = Person(base_url, org.admin_email)
+    person.login()
+    person.authorize(gpt_params(gpt))
+    first = person.get("/idp?" + urlencode(gpt_params(gpt, prompt="login")))
+    return_to = parse_qs(urlsplit(first.headers["Location"]).query)["returnTo"][0]
+    skipped = person.get(return_to)
+    assert skipped.status_code == 302 and skipped.headers["Location"].startswith("/login")
+
+
+@pytest.mark.parametrize("max_age", ["abc", "٣", "-1", "1e3"])
+def test_a_malformed_max_age_is_not_a_500(base_url, org, gpt, max_age):
+    person = Person(base_url, org.admin_email)
+    person.login()
+    assert person.get("/idp?" + urlencode(gpt_params(gpt, max_age=max_age))).status_code < 500
+
+
+def test_an_overlong_parameter_is_refused(base_url):
+    response = requests.get(f"{base_url}/login", params={"returnTo": "/" + "a" * 9000})
+    assert response.status_code == 400

@@ -260,3 +260,19 @@ def test_an_invalid_argument_is_a_tool_error_that_helps(base_url, mcp_access, na
     response = call(base_url, mcp_access, name, arguments)
     result = response.json()["result"]
     assert response.status_code == 200 and result["isError"] is True and hint in result["content"][0]["text"]
+
+
+@pytest.mark.parametrize("origin", ["https://chatgpt.com.evil.test", "https://evil.test/https://chatgpt.com"])
+def test_an_origin_that_only_looks_allowed_gets_403(base_url, mcp_access, origin):
+    # MCP transports: servers MUST validate Origin to stop DNS rebinding; an exact match, not a prefix.
+    assert rpc(base_url, mcp_access, "ping", headers={"Origin": origin}).status_code == 403
+    own = base_url + ".evil.test"
+    assert rpc(base_url, mcp_access, "ping", headers={"Origin": own}).status_code == 403
+
+
+def test_an_unknown_argument_stops_a_tool_before_it_acts(base_url, mcp_access):
+    todo = call(base_url, mcp_access, "add_todo", {"title": "keep me"}).json()["result"]["structuredContent"]
+    refused = call(base_url, mcp_access, "delete_todo", {"id": todo["id"], "dry_run": True}).json()["result"]
+    assert refused["isError"] is True and "dry_run" in refused["content"][0]["text"]
+    listed = call(base_url, mcp_access, "list_todos", {}).json()["result"]["structuredContent"]["todos"]
+    assert todo["id"] in [t["id"] for t in listed]
