@@ -127,3 +127,43 @@ def test_members_cannot_manage_members(base_url, world):
     person.login()
     page = person.get("/todos")
     assert person.post("/members/1/remove", {"csrf_token": csrf_of(page.text)}).status_code == 403
+
+
+def test_the_organization_choice_expires_after_five_minutes(base_url, world, clock):
+    import app as todo_app
+    from app import db
+
+    first, second = world.org(), world.org()
+    shared = f"late-{first.slug}@two-orgs.test"
+    with world.app.app_context():
+        for org in (first, second):
+            todo_app.create_member(db.session.get(todo_app.Organization, org.id), shared, "Shared", PASSWORD, "member")
+        db.session.commit()
+    person = Person(base_url, shared)
+    chooser_url = person.login().headers["Location"]
+    chooser = person.get(chooser_url)
+    member_id = re.findall(r'name="member_id" value="(\d+)"', chooser.text)[0]
+    clock.shift(301)  # the password was checked more than five minutes ago
+    late = person.post(chooser_url, {"csrf_token": csrf_of(chooser.text), "member_id": member_id})
+    assert late.headers["Location"] == "/login"
+
+
+def test_only_the_two_roles_exist(base_url, org):
+    person = Person(base_url, org.admin_email)
+    person.login()
+    email = f"owner-{org.slug}@example.test"
+    form = {"email": email, "name": "O", "password": PASSWORD, "role": "owner"}
+    response = person.post("/members", {**form, "csrf_token": csrf_of(person.get("/members").text)})
+    assert "Choose the role admin or member." in response.text and email not in person.get("/members").text
+
+
+def test_an_admin_cannot_change_their_own_role(base_url, org, world):
+    import sqlalchemy as sa
+
+    person = Person(base_url, org.admin_email)
+    person.login()
+    me = world.sql(sa.text("SELECT id FROM member WHERE email = :e"), e=org.admin_email).scalar()
+    response = person.post(
+        f"/members/{me}/role", {"csrf_token": csrf_of(person.get("/members").text), "role": "member"}
+    )
+    assert response.status_code == 400 and person.get("/members").status_code == 200  # still an admin

@@ -205,3 +205,11 @@ def test_the_playground_is_a_first_party_public_client_with_this_deployments_cal
     page = requests.get(f"{base_url}/playground")
     assert page.status_code == 200 and f'data-redirect-uri="{base_url}/playground/callback"' in page.text
     assert "connected-todos-playground" in page.text
+
+
+def test_the_playground_is_not_managed_from_setup(base_url, operator):
+    import app as todo_app
+
+    requests.get(base_url + "/playground")  # the playground's own client exists from here on
+    assert operator.get(f"/setup/clients/{todo_app.PLAYGROUND_CLIENT_ID}").status_code == 404
+    assert todo_app.PLAYGROUND_CLIENT_ID not in operator.get("/setup").text

@@ -106,3 +106,14 @@ def test_an_unknown_email_costs_as_much_time_as_a_known_one(base_url, org):
             samples.append(time.perf_counter() - started)
     known, unknown = (statistics.median(samples) for samples in timings.values())
     assert known / 2 < unknown < known * 2, (known, unknown)
+
+
+def test_a_session_cookie_replayed_from_another_browser_is_dropped(base_url, org):
+    # OWASP Session Management: Flask-Login's strong protection binds the session to its browser.
+    person = Person(base_url, org.admin_email)
+    person.login()
+    assert person.get("/todos").status_code == 200
+    thief = requests.Session()
+    thief.cookies.update(person.http.cookies)
+    stolen = thief.get(f"{base_url}/todos", headers={"User-Agent": "another-browser/1.0"}, allow_redirects=False)
+    assert stolen.status_code == 302 and stolen.headers["Location"].startswith("/login")

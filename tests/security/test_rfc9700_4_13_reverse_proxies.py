@@ -82,3 +82,6 @@ def test_only_a_trusted_proxy_can_say_the_request_came_over_https(gunicorn, trus
         response = requests.get(f"{url}/livez", headers=claim)
         expected = secure and "X-Forwarded-Proto" in claim  # ProxyFix reads X-Forwarded-Proto only
         assert ("Strict-Transport-Security" in response.headers) == expected, claim
+    # Nor may a client move the app under another path with gunicorn's SCRIPT_NAME header.
+    moved = requests.get(f"{url}/x/livez", headers={"SCRIPT_NAME": "/x"})
+    assert moved.status_code == 404

@@ -31,3 +31,8 @@ def test_signed_in_pages_setup_and_the_consent_page_cannot_be_framed(operator, g
     consent = operator.get("/idp?" + urlencode(gpt_params(gpt)))
     assert 'name="decision"' in consent.text
     assert_unframeable(consent)
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/.well-known/jwks.json", "/api/me", "/openapi.yaml"])
+def test_no_answer_may_be_sniffed_into_another_type(base_url, path):
+    assert requests.get(base_url + path).headers["X-Content-Type-Options"] == "nosniff"
