@@ -2518,9 +2518,10 @@ def initial_access_token_error() -> Response | None:
     if not expected:
         return None  # open registration, which ChatGPT, Claude and other MCP clients rely on
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and secrets.compare_digest(sha256(token.strip()), sha256(expected)):
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    if token and secrets.compare_digest(sha256(token), sha256(expected)):
         return None
-    if scheme.lower() == "bearer" and token.strip():
+    if token:
         error = BearerError("invalid_token", "The initial access token is not valid.")
     else:
         error = BearerError(None, "Registration needs an initial access token from the operator.")

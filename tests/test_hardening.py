@@ -2,7 +2,6 @@
 prompt and max_age rules."""
 
 import base64
-import json
 import time
 from urllib.parse import parse_qs
 from urllib.parse import urlencode
@@ -15,6 +14,7 @@ from conftest import bearer
 from conftest import callback_params
 from conftest import exchange
 from conftest import gpt_params
+from conftest import jwt_part
 from conftest import token_request
 
 import app as todo_app
@@ -156,8 +156,7 @@ def test_auth_time_is_when_the_member_logged_in(base_url, org, gpt, clock):
     logged_in_at = time.time()
     clock.shift(600)
     cb = callback_params(person.authorize(gpt_params(gpt)))
-    id_token = exchange(base_url, gpt, cb["code"]).json()["id_token"]
-    claims = json.loads(base64.urlsafe_b64decode(id_token.split(".")[1] + "=="))
+    claims = jwt_part(exchange(base_url, gpt, cb["code"]).json()["id_token"], 1)
     assert logged_in_at - 2 <= claims["auth_time"] <= logged_in_at + 2
 
 

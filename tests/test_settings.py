@@ -8,11 +8,11 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 
-def start(tmp_path, **env) -> subprocess.CompletedProcess:
-    """Import the app in a fresh process, as `flask` or gunicorn would."""
+def start(tmp_path, code: str = "print('started', app.app.config['SECRET_KEY'][:4])", **env):
+    """Import the app in a fresh process, as `flask` or gunicorn would, and run ``code`` there."""
     environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "APP_ENV", "DATABASE_URL")}
     environment.update(DATABASE_URL=f"sqlite:///{tmp_path}/app.db", **env)
-    code = "import app; print('started', app.app.config['SECRET_KEY'][:4])"
+    code = "import app; " + code
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
     )
@@ -64,10 +64,8 @@ def test_livez_and_healthz(base_url):
 
 def test_settings_from_env_files_lose_their_trailing_newline(tmp_path):
     # An initial access token pasted with a newline must not close registration to its own holder.
-    environment = {k: v for k, v in os.environ.items() if k not in ("APP_ENV", "DATABASE_URL")}
-    environment.update(DATABASE_URL=f"sqlite:///{tmp_path}/app.db", INITIAL_ACCESS_TOKEN=" token-value\n")
-    code = "import app; print(repr(app.app.config['INITIAL_ACCESS_TOKEN']))"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=environment, capture_output=True, text=True)
+    code = "print(repr(app.app.config['INITIAL_ACCESS_TOKEN']))"
+    result = start(tmp_path, code, INITIAL_ACCESS_TOKEN=" token-value\n")
     assert result.returncode == 0 and result.stdout.strip() == "'token-value'"
 
 
