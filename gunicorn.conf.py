@@ -11,7 +11,7 @@ graceful_timeout = 20
 keepalive = 5
 # Create the app once, in the master: tables, signing key and demo data are made a single time.
 preload_app = True
-# Production refuses to start without SECRET_KEY (see app.secret_key).
+# Production refuses to start without SECRET_KEY or PUBLIC_URL (see connected_todos/settings.py).
 raw_env = ["APP_ENV=production"]
 # gunicorn itself believes no forwarded header (the scheme, SCRIPT_NAME): the app's ProxyFix reads
 # X-Forwarded-* from as many proxies as TRUSTED_PROXIES names, and from no more.

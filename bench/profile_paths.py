@@ -104,12 +104,13 @@ def main() -> int:
         results: queue.Queue[dict[str, Any]] = queue.Queue()
         seed_database(env, results)  # imports the app module with this environment
         seeded = results.get()
-        import app as todo_app
+        from app import app as flask_app
+        from connected_todos.models import db
 
-        browser = todo_app.app.test_client()
+        browser = flask_app.test_client()
         login_and_consent(browser, seeded, seeded["members"]["org10k"])
         tokens = exchange(browser.application.test_client(), seeded, new_code(browser, seeded))
-        api = todo_app.app.test_client()
+        api = flask_app.test_client()
         bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
         refresh = token_body(seeded, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
         if "livez" in only:
@@ -129,8 +130,8 @@ def main() -> int:
                 args.top,
                 args.callees,
             )
-        with todo_app.app.app_context():
-            todo_app.db.engine.dispose()
+        with flask_app.app_context():
+            db.engine.dispose()
     return 0
 
 

@@ -96,17 +96,20 @@ def seed_database(env: dict[str, str], queue: Any) -> None:
     sys.path.insert(0, str(REPO))
     import sqlalchemy as sa
 
-    import app as todo_app
+    from app import app as flask_app
+    from connected_todos.models import Todo
+    from connected_todos.models import db
+    from connected_todos.registry import create_member
+    from connected_todos.registry import create_organization
+    from connected_todos.registry import register_client
 
-    flask_app = todo_app.app
     with flask_app.app_context():
-        db = todo_app.db
         members: dict[str, str] = {}
         now = datetime.now(UTC).replace(tzinfo=None)
         for slug, size in ORG_SIZES.items():
-            org = todo_app.create_organization(f"Bench {slug}", slug)
+            org = create_organization(f"Bench {slug}", slug)
             email = f"{slug}@bench.example.com"
-            member = todo_app.create_member(org, email, f"Member of {slug}", PASSWORD, "admin")
+            member = create_member(org, email, f"Member of {slug}", PASSWORD, "admin")
             db.session.commit()
             members[slug] = email
             chunk = 10_000
@@ -124,11 +127,9 @@ def seed_database(env: dict[str, str], queue: Any) -> None:
                     }
                     for i in range(start, min(size, start + chunk))
                 ]
-                db.session.execute(sa.insert(todo_app.Todo), rows)
+                db.session.execute(sa.insert(Todo), rows)
                 db.session.commit()
-        client, secret = todo_app.register_client(
-            "Bench GPT", [REDIRECT_URI], public=False, first_party=False, scope=todo_app.DEFAULT_CLIENT_SCOPE
-        )
+        client, secret = register_client("Bench GPT", [REDIRECT_URI], public=False)
         db.session.execute(sa.text("ANALYZE"))
         db.session.commit()
         queue.put({"client_id": client.client_id, "client_secret": secret, "members": members})

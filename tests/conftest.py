@@ -14,7 +14,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -37,13 +36,16 @@ import time_machine
 from joserfc import jwt
 from werkzeug.serving import make_server
 
-_tmp = tempfile.mkdtemp(prefix="connected-todos-")
-os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{_tmp}/test.db"
-os.environ["SEED_DEMO"] = "0"
-os.environ.pop("PUBLIC_URL", None)
-
-import app as todo_app  # noqa: E402  (the environment above configures it)
-from app import db  # noqa: E402
+from connected_todos import create_app
+from connected_todos import settings
+from connected_todos.keys import current_signing_key
+from connected_todos.keys import forget_keys
+from connected_todos.models import db
+from connected_todos.registry import create_member
+from connected_todos.registry import create_organization
+from connected_todos.registry import register_client
+from connected_todos.rules import DEFAULT_CLIENT_SCOPE
+from connected_todos.web import limiter
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct horse battery"
@@ -59,23 +61,30 @@ def reset_database() -> None:
     flask_migrate.upgrade()
 
 
+def test_config(database_url: str) -> dict:
+    """The settings of an app under test, whatever the environment of the test run says."""
+    return {
+        "APP_ENV": "development",
+        "SQLALCHEMY_DATABASE_URI": settings.database_url(database_url, ""),
+        "SEED_DEMO": False,
+        "PUBLIC_URL": "",
+        "TRUSTED_PROXIES": 1,
+        "INITIAL_ACCESS_TOKEN": "",
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        # The suite logs in and calls the API far more often than a person; rate-limit tests set their own.
+        **{name: "100000 per minute" for name in settings.RATE_LIMITS},
+    }
+
+
 @pytest.fixture(scope="session")
-def app():
-    flask_app = todo_app.app
-    # The suite logs in and calls the API far more often than a person; rate-limit tests set their own.
-    for name in (
-        "LOGIN_RATE_LIMIT",
-        "LOGIN_ACCOUNT_RATE_LIMIT",
-        "TOKEN_RATE_LIMIT",
-        "CLIENT_AUTH_RATE_LIMIT",
-        "REGISTRATION_RATE_LIMIT",
-        "API_RATE_LIMIT",
-    ):
-        flask_app.config[name] = "100000 per minute"
+def app(tmp_path_factory):
+    database_url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db')}/test.db"
+    flask_app = create_app(test_config(database_url))
     with flask_app.app_context():
         reset_database()
-        todo_app.KEY_CACHES.clear()  # the keys parsed at import belong to the dropped tables
-        todo_app.current_signing_key()
+        forget_keys()  # the keys parsed at start-up belong to the dropped tables
+        current_signing_key()
     return flask_app
 
 
@@ -114,9 +123,9 @@ class World:
     def org(self) -> Org:
         with self.app.app_context():
             suffix = secrets.token_hex(4)
-            org = todo_app.create_organization(f"Org {suffix}")
-            admin = todo_app.create_member(org, f"admin-{suffix}@example.com", "Ada Admin", PASSWORD, "admin")
-            member = todo_app.create_member(org, f"member-{suffix}@example.com", "Max Member", PASSWORD, "member")
+            org = create_organization(f"Org {suffix}")
+            admin = create_member(org, f"admin-{suffix}@example.com", "Ada Admin", PASSWORD, "admin")
+            member = create_member(org, f"member-{suffix}@example.com", "Max Member", PASSWORD, "member")
             db.session.commit()
             return Org(org.id, org.slug, admin.email, member.email)
 
@@ -125,11 +134,13 @@ class World:
         redirect_uris=(GPT_CALLBACK,),
         public=False,
         first_party=False,
-        scope=todo_app.DEFAULT_CLIENT_SCOPE,
+        scope=DEFAULT_CLIENT_SCOPE,
         name="ChatGPT",
     ) -> Client:
         with self.app.app_context():
-            client, secret = todo_app.register_client(name, list(redirect_uris), public, first_party, scope)
+            client, secret = register_client(
+                name, list(redirect_uris), public=public, first_party=first_party, scope=scope
+            )
             return Client(client.client_id, secret, redirect_uris[0])
 
     def sql(self, statement, **params):
@@ -259,14 +270,15 @@ def tokens(base_url, org, gpt) -> dict:
 
 
 @pytest.fixture
-def clock():
+def clock(app):
     """The process's clock, the served app's included, under the test's control: ``clock.shift(s)``
     moves every reading of the time (codes, tokens, JWT checks) ``s`` seconds on, and it keeps ticking."""
     with time_machine.travel(datetime.now(UTC), tick=True) as traveller:
         yield traveller
     # What was cached or counted in the future must not outlive the journey.
-    todo_app.KEY_CACHES.clear()
-    todo_app.limiter.reset()
+    with app.app_context():
+        forget_keys()
+    limiter.reset()
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -306,7 +318,7 @@ def public_code(base_url, org, world, challenge):
 
 def mint(app, claims: dict, header: dict | None = None, key=None) -> str:
     with app.app_context():
-        signing_key = key or todo_app.current_signing_key()
+        signing_key = key or current_signing_key()
         header = {"alg": "RS256", "typ": "at+jwt", "kid": signing_key.kid, **(header or {})}
         return jwt.encode(header, claims, signing_key)
 
@@ -328,7 +340,8 @@ def me_status(base_url, token) -> int:
 
 
 @contextmanager
-def limit(app, name: str, value: str):
+def setting(app, name: str, value):
+    """The app's setting ``name`` is ``value`` inside the with block."""
     old = app.config[name]
     app.config[name] = value
     try:

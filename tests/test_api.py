@@ -9,7 +9,8 @@ from conftest import api
 from conftest import bearer
 from conftest import token_for
 
-import app as todo_app
+from connected_todos.todos import BLANK
+from connected_todos.todos import TITLE_PATTERN
 
 
 def test_me_names_the_member_and_organization(base_url, org, tokens):
@@ -136,7 +137,7 @@ def test_notes_may_be_null_and_titles_are_trimmed(base_url, tokens):
 
 def test_the_title_pattern_in_openapi_refuses_exactly_what_the_server_refuses():
     """A title the document allows is one the API accepts: blank characters and NUL, no more."""
-    pattern = re.compile(todo_app.TITLE_PATTERN)
+    pattern = re.compile(TITLE_PATTERN)
     refused = {c for c in map(chr, range(0x110000)) if not pattern.fullmatch(c)}
-    assert refused == set(todo_app.BLANK) | {"\x00"}
-    assert {c for c in map(chr, range(0x110000)) if c.isspace()} <= set(todo_app.BLANK)
+    assert refused == set(BLANK) | {"\x00"}
+    assert {c for c in map(chr, range(0x110000)) if c.isspace()} <= set(BLANK)

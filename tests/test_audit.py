@@ -15,8 +15,8 @@ from conftest import exchange
 from conftest import gpt_params
 from conftest import register
 
-import app as todo_app
-from app import db
+from connected_todos.models import db
+from connected_todos.registry import audit
 
 
 def events(world, client_id=None) -> list[tuple]:
@@ -97,7 +97,7 @@ def test_the_audit_log_filters_by_address_and_pages_back_in_time(app, base_url, 
     actor = f"pager-{org.slug}@example.test"
     with app.test_request_context(environ_base={"REMOTE_ADDR": "198.51.100.7"}):
         for n in range(105):  # a guesser at one address, more than a page of them
-            todo_app.audit("login_failed", actor=actor, detail=f"attempt {n:03d}")
+            audit("login_failed", actor=actor, detail=f"attempt {n:03d}")
         db.session.commit()
     first = operator.get(f"/setup/audit?actor={actor}&ip_address=198.51.100.7")
     assert first.text.count("<td>login_failed</td>") == 100 and "attempt 104" in first.text
@@ -196,7 +196,7 @@ def test_exactly_one_page_of_events_offers_no_older_page(app, base_url, org):
     actor = f"exact-{org.slug}@example.test"
     with app.test_request_context():
         for _ in range(100):
-            todo_app.audit("login_failed", actor=actor)
+            audit("login_failed", actor=actor)
         db.session.commit()
     page = operator.get(f"/setup/audit?actor={actor}")
     assert page.text.count("<td>login_failed</td>") == 100 and "Older events" not in page.text

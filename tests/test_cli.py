@@ -120,10 +120,11 @@ def test_rotate_client_secret_also_ends_a_rotation_under_way(app, base_url, gpt,
     from conftest import Client
     from conftest import introspect
 
-    import app as todo_app
+    from connected_todos.registry import query_client
+    from connected_todos.registry import start_secret_rotation
 
     with app.app_context():
-        pending = todo_app.start_secret_rotation(todo_app.query_client(gpt.client_id))  # as /setup starts one
+        pending = start_secret_rotation(query_client(gpt.client_id))  # as /setup starts one
     result = run(app, "rotate-client-secret", gpt.client_id)
     replaced = result.output.split("client_secret: ")[1].strip()
     assert introspect(base_url, Client(gpt.client_id, pending, ""), tokens["access_token"]).status_code == 401

@@ -17,7 +17,7 @@ from conftest import gpt_params
 from conftest import jwt_part
 from conftest import token_request
 
-import app as todo_app
+from connected_todos.rules import DEFAULT_CLIENT_SCOPE
 
 # Inputs that are not text a database can store, or are out of range: 400s, never 500s.
 
@@ -144,7 +144,7 @@ def test_max_age_older_than_the_login_asks_again(base_url, org, gpt):
 def test_the_gpt_journey_with_an_empty_scope_and_introspection_by_post(base_url, org, gpt):
     cb = callback_params(Person(base_url, org.admin_email).authorize(gpt_params(gpt, scope="")))
     body = exchange(base_url, gpt, cb["code"], "basic").json()
-    assert body["scope"] == todo_app.DEFAULT_CLIENT_SCOPE and body["refresh_token"]
+    assert body["scope"] == DEFAULT_CLIENT_SCOPE and body["refresh_token"]
     refreshed = token_request(base_url, gpt, {"grant_type": "refresh_token", "refresh_token": body["refresh_token"]})
     assert refreshed.status_code == 200
 

@@ -12,12 +12,12 @@ from conftest import callback_params
 from conftest import exchange
 from conftest import gpt_params
 from conftest import in_parallel
-from conftest import limit
+from conftest import setting
 from conftest import token_request
 
 
 def test_the_token_endpoint_answers_429_as_oauth_json(app, base_url, gpt):
-    with limit(app, "TOKEN_RATE_LIMIT", "2 per minute"):
+    with setting(app, "TOKEN_RATE_LIMIT", "2 per minute"):
         responses = [
             token_request(base_url, gpt, {"grant_type": "refresh_token", "refresh_token": "x"}) for _ in range(3)
         ]
@@ -26,7 +26,7 @@ def test_the_token_endpoint_answers_429_as_oauth_json(app, base_url, gpt):
 
 
 def test_the_api_answers_429_as_json(app, base_url, tokens):
-    with limit(app, "API_RATE_LIMIT", "2 per minute"):
+    with setting(app, "API_RATE_LIMIT", "2 per minute"):
         responses = [requests.get(f"{base_url}/api/me", headers=bearer(tokens["access_token"])) for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert responses[2].json()["error"] == "rate_limited" and responses[2].headers["Retry-After"]

@@ -11,6 +11,7 @@ from conftest import call
 from conftest import mcp_client
 from conftest import mcp_token
 from conftest import rpc
+from conftest import setting
 
 # RFC 9728 protected resource metadata.
 
@@ -184,12 +185,9 @@ def test_a_disallowed_origin_gets_403_and_an_allowed_one_passes(base_url, mcp_ac
 
 
 def test_allowed_origins_are_configurable(app, base_url, mcp_access):
-    app.config["MCP_ALLOWED_ORIGINS"] = ["https://inspector.example.com"]
-    try:
+    with setting(app, "MCP_ALLOWED_ORIGINS", ["https://inspector.example.com"]):
         assert rpc(base_url, mcp_access, "ping", headers={"Origin": "https://chatgpt.com"}).status_code == 403
         assert rpc(base_url, mcp_access, "ping", headers={"Origin": "https://inspector.example.com"}).status_code == 200
-    finally:
-        app.config["MCP_ALLOWED_ORIGINS"] = list(__import__("app").DEFAULT_MCP_ORIGINS)
 
 
 @pytest.mark.parametrize(

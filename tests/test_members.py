@@ -62,9 +62,9 @@ def test_login_lands_on_todos(base_url, org):
 def test_an_email_in_two_organizations_chooses_after_the_password(base_url, world):
     first, second = world.org(), world.org()
     shared = "shared@two-orgs.test"
-    from app import Organization
-    from app import create_member
-    from app import db
+    from connected_todos.models import Organization
+    from connected_todos.models import db
+    from connected_todos.registry import create_member
 
     with world.app.app_context():
         for org in (first, second):
@@ -130,14 +130,15 @@ def test_members_cannot_manage_members(base_url, world):
 
 
 def test_the_organization_choice_expires_after_five_minutes(base_url, world, clock):
-    import app as todo_app
-    from app import db
+    from connected_todos.models import Organization
+    from connected_todos.models import db
+    from connected_todos.registry import create_member
 
     first, second = world.org(), world.org()
     shared = f"late-{first.slug}@two-orgs.test"
     with world.app.app_context():
         for org in (first, second):
-            todo_app.create_member(db.session.get(todo_app.Organization, org.id), shared, "Shared", PASSWORD, "member")
+            create_member(db.session.get(Organization, org.id), shared, "Shared", PASSWORD, "member")
         db.session.commit()
     person = Person(base_url, shared)
     chooser_url = person.login().headers["Location"]

@@ -9,15 +9,15 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import app as todo_app
+from connected_todos.models import db
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_the_models_and_the_migrations_agree(app):
-    with app.app_context(), todo_app.db.engine.connect() as connection:
+    with app.app_context(), db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"render_as_batch": True})
-        differences = compare_metadata(context, todo_app.db.metadata)
+        differences = compare_metadata(context, db.metadata)
     assert differences == [], "run `flask --app app db migrate` and commit the migration"
 
 

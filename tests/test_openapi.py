@@ -1,4 +1,4 @@
-"""openapi.yaml: generated from app.py, committed, valid, complete and served with the real URL."""
+"""openapi.yaml: generated from the API views, committed, valid, complete and served with the real URL."""
 
 from pathlib import Path
 
@@ -7,7 +7,9 @@ import requests
 import yaml
 from openapi_spec_validator import validate
 
-import app as todo_app
+from connected_todos.api import OPENAPI_BASE_URL
+from connected_todos.api import openapi_spec
+from connected_todos.api import openapi_yaml
 
 COMMITTED = Path(__file__).parent.parent / "openapi.yaml"
 
@@ -15,7 +17,7 @@ COMMITTED = Path(__file__).parent.parent / "openapi.yaml"
 @pytest.fixture(scope="module")
 def document(app) -> dict:
     with app.test_request_context():
-        return todo_app.openapi_spec(todo_app.OPENAPI_BASE_URL)
+        return openapi_spec(OPENAPI_BASE_URL)
 
 
 def operations(document: dict):
@@ -26,7 +28,7 @@ def operations(document: dict):
 
 def test_the_committed_file_is_the_generated_one(app):
     with app.app_context():
-        generated = todo_app.openapi_yaml(todo_app.OPENAPI_BASE_URL)
+        generated = openapi_yaml(OPENAPI_BASE_URL)
     assert COMMITTED.read_text() == generated, "openapi.yaml is stale: run `flask --app app openapi`"
 
 

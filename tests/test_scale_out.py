@@ -30,13 +30,14 @@ pytestmark = pytest.mark.skipif(not BASE.startswith("postgresql"), reason="needs
 REDIS = "redis://127.0.0.1:6379/7"
 
 SEED = """
-import json, app
-from app import db
-with app.app.app_context():
-    org = app.create_organization("Scale Org")
-    member = app.create_member(org, "scale@example.com", "Scale", "{password}", "admin")
-    client, secret = app.register_client("ChatGPT", ["https://chatgpt.com/aip/g-scale/oauth/callback"], False, False,
-                                         app.DEFAULT_CLIENT_SCOPE)
+import json
+from app import app
+from connected_todos.models import db
+from connected_todos.registry import create_member, create_organization, register_client
+with app.app_context():
+    org = create_organization("Scale Org")
+    member = create_member(org, "scale@example.com", "Scale", "{password}", "admin")
+    client, secret = register_client("ChatGPT", ["https://chatgpt.com/aip/g-scale/oauth/callback"], public=False)
     db.session.commit()
     print(json.dumps({{"client_id": client.client_id, "client_secret": secret}}))
 """

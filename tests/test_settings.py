@@ -49,10 +49,11 @@ def test_development_keeps_a_generated_key_in_instance(app):
 
 
 def test_postgres_urls_as_hosts_give_them_use_psycopg(app, monkeypatch):
-    import app as todo_app
+    from connected_todos.settings import database_url
 
-    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db.example.com:5432/todos")
-    assert todo_app.database_url(app) == "postgresql+psycopg://u:p@db.example.com:5432/todos"
+    assert database_url("postgres://u:p@db.example.com:5432/todos", app.instance_path) == (
+        "postgresql+psycopg://u:p@db.example.com:5432/todos"
+    )
 
 
 def test_livez_and_healthz(base_url):

@@ -10,7 +10,7 @@ from conftest import PASSWORD
 from conftest import Person
 from conftest import csrf_of
 from conftest import failed_login
-from conftest import limit
+from conftest import setting
 
 
 @pytest.mark.parametrize("email_kind", ["known", "unknown"])
@@ -23,13 +23,13 @@ def test_login_failure_does_not_say_whether_the_email_exists(base_url, org, emai
 
 
 def test_logins_are_throttled_per_address(app, base_url):
-    with limit(app, "LOGIN_RATE_LIMIT", "4 per minute"):
+    with setting(app, "LOGIN_RATE_LIMIT", "4 per minute"):
         statuses = [failed_login(base_url, f"user{i}@nowhere.test").status_code for i in range(5)]
     assert statuses[:4] == [200] * 4 and statuses[4] == 429
 
 
 def test_repeated_failed_logins_for_one_account_are_throttled(app, base_url, org):
-    with limit(app, "LOGIN_ACCOUNT_RATE_LIMIT", "3 per minute"):
+    with setting(app, "LOGIN_ACCOUNT_RATE_LIMIT", "3 per minute"):
         statuses = [failed_login(base_url, org.member_email).status_code for _ in range(3)]
         throttled = failed_login(base_url, org.member_email)
         # Even the right password waits: the account is being guessed at.
@@ -41,7 +41,7 @@ def test_repeated_failed_logins_for_one_account_are_throttled(app, base_url, org
 
 
 def test_successful_logins_do_not_count_against_the_account(app, base_url, org):
-    with limit(app, "LOGIN_ACCOUNT_RATE_LIMIT", "2 per minute"):
+    with setting(app, "LOGIN_ACCOUNT_RATE_LIMIT", "2 per minute"):
         assert all(Person(base_url, org.admin_email).login().status_code == 302 for _ in range(4))
 
 

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import NameOID
 from joserfc.jwk import RSAKey
 
-import app as todo_app
+from connected_todos.keys import current_signing_key
 
 
 def test_a_token_minted_with_the_real_key_and_claims_is_accepted(app, base_url, tokens):
@@ -124,7 +124,7 @@ def test_a_key_named_by_the_token_itself_is_never_trusted(app, base_url, tokens,
         "x5c": {"x5c": [der]},
     }[source]
     with app.app_context():
-        real_kid = todo_app.current_signing_key().kid
+        real_kid = current_signing_key().kid
     token = mint(app, good_claims(base_url, tokens), {"kid": real_kid, **header}, key=key)
     # The control: the signature is good for whoever trusts the key the token names.
     signing_input, _, signature = token.rpartition(".")

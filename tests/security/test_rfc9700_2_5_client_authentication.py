@@ -8,9 +8,9 @@ import requests
 from conftest import Client
 from conftest import exchange
 from conftest import introspect
-from conftest import limit
 from conftest import new_code
 from conftest import register
+from conftest import setting
 from conftest import token_request
 
 
@@ -53,7 +53,7 @@ def test_repeated_failed_client_authentications_are_throttled(app, base_url, org
     wrong = Client(gpt.client_id, "wrong secret", gpt.redirect_uri)
     other = world.client(name="Other")
     elsewhere = {"X-Forwarded-For": "203.0.113.7"}  # ProxyFix trusts one proxy hop
-    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "3 per minute"):
+    with setting(app, "CLIENT_AUTH_RATE_LIMIT", "3 per minute"):
         guesses = [
             token_request(base_url, wrong, {"grant_type": "authorization_code", "code": "x"}),
             requests.post(f"{base_url}/oauth/revoke", data={"token": "x"}, auth=(gpt.client_id, "wrong secret")),
@@ -80,7 +80,7 @@ def test_repeated_failed_client_authentications_are_throttled(app, base_url, org
 
 
 def test_successful_client_authentications_are_not_counted(app, base_url, gpt, tokens):
-    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "2 per minute"):
+    with setting(app, "CLIENT_AUTH_RATE_LIMIT", "2 per minute"):
         responses = [introspect(base_url, gpt, tokens["access_token"]) for _ in range(5)]
     assert [r.status_code for r in responses] == [200] * 5
 
@@ -89,7 +89,7 @@ def test_credentials_sent_two_ways_at_once_are_refused(app, base_url, org, gpt):
     """RFC 6749 §2.3: a client MUST NOT use more than one authentication method per request. Were
     both accepted, a throwaway client_id in the header could carry guesses past the throttle."""
     decoy = base64.b64encode(b"no-such-client:x").decode()
-    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "3 per minute"):
+    with setting(app, "CLIENT_AUTH_RATE_LIMIT", "3 per minute"):
         statuses = [
             requests.post(
                 f"{base_url}/oauth/introspect",
@@ -135,7 +135,7 @@ def test_a_public_client_with_a_stray_basic_header_is_refused(base_url, org, wor
 
 def test_only_failed_authentications_count_towards_the_throttle(app, base_url, gpt):
     # An authenticated client whose grants are bad is not guessing secrets: invalid_grant, never 429.
-    with limit(app, "CLIENT_AUTH_RATE_LIMIT", "2 per minute"):
+    with setting(app, "CLIENT_AUTH_RATE_LIMIT", "2 per minute"):
         bad_code = {"grant_type": "authorization_code", "code": "nope", "redirect_uri": gpt.redirect_uri}
         statuses = [token_request(base_url, gpt, bad_code).status_code for _ in range(4)]
     assert statuses == [400] * 4

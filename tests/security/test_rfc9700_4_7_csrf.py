@@ -8,8 +8,9 @@ from conftest import PASSWORD
 from conftest import Person
 from conftest import csrf_of
 from conftest import gpt_params
+from flask import Flask
 
-import app as todo_app
+from connected_todos import BLUEPRINTS
 
 
 def test_consent_form_needs_its_csrf_token(base_url, org, gpt):
@@ -35,9 +36,19 @@ def test_a_consent_post_with_a_foreign_csrf_token_gets_no_code(base_url, org, gp
 # Every form a person posts: all POST routes but the protocol endpoints, which carry no cookie
 # session, and /idp, whose consent decision is tested above.
 PROTOCOL_PATHS = ("/oauth/", "/api/", "/mcp", "/idp")
+
+
+def routes() -> Flask:
+    """The app's routes, without an app's database: its blueprints on a bare Flask."""
+    site = Flask(__name__)
+    for blueprint in BLUEPRINTS:
+        site.register_blueprint(blueprint)
+    return site
+
+
 FORM_PATHS = sorted(
     re.sub(r"<(?:int:)?\w+>", "1", rule.rule)
-    for rule in todo_app.app.url_map.iter_rules()
+    for rule in routes().url_map.iter_rules()
     if "POST" in rule.methods and not rule.rule.startswith(PROTOCOL_PATHS)
 )
 

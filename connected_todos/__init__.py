@@ -1,0 +1,109 @@
+"""Connected Todos: a todo app for teams that is its own OAuth 2.0 and OpenID Connect provider.
+
+Importing the package does nothing. ``create_app(config)`` builds an app: it reads the settings,
+wires the extensions and blueprints, and, outside production, brings the database up to date,
+makes a signing key and seeds the demo data. ``app.py`` beside the package maps its modules.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_cors import CORS
+from flask_migrate import Migrate
+from flask_migrate import upgrade as upgrade_database
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import api
+from . import idp
+from . import mcp_server
+from . import operators
+from . import pages
+from . import settings
+from . import web
+from .cli import cli
+from .cli import seed_demo
+from .grants import server
+from .keys import current_signing_key
+from .models import SigningKey
+from .models import db
+from .oauth import save_token
+from .registry import load_member
+from .registry import query_client
+from .rules import NAME_MAX
+from .todos import TITLE_MAX
+
+BLUEPRINTS = (pages.bp, idp.bp, api.bp, mcp_server.bp, operators.bp)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+migrate = Migrate(render_as_batch=True)  # batch mode lets SQLite alter tables too
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Create and configure the app: settings, extensions, blueprints and the database."""
+    app = Flask(
+        __name__,
+        instance_path=os.path.join(ROOT, "instance"),
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(settings.from_environment(app.instance_path))
+    app.config.update(config or {})
+    settings.check(app.config, app.instance_path)
+    # Behind a TLS-terminating proxy the request's address, scheme and host come from X-Forwarded-*.
+    # Only as many hops as there are proxies are believed: a client can forge the rest, and the
+    # per-address rate limits and the audit log rely on the address.
+    hops = app.config["TRUSTED_PROXIES"]
+    web.init_app(app)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+    app.session_interface = web.SessionInterface()
+    web.login_manager.user_loader(load_member)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
+    # Browser-based MCP clients (the MCP Inspector) call these cross-origin, without cookies.
+    CORS(
+        app,
+        resources=[r"/mcp", r"/.well-known/*", r"/oauth/token", r"/oauth/register", r"/oauth/revoke"],
+        origins="*",
+        send_wildcard=True,  # no cookies cross-origin: bearer tokens only
+        allow_headers=["Authorization", "Content-Type", "MCP-Protocol-Version", "Mcp-Session-Id", "Last-Event-ID"],
+        expose_headers=["WWW-Authenticate", "Mcp-Session-Id", "Retry-After"],
+        max_age=600,
+    )
+    server.init_app(app, query_client=query_client, save_token=save_token)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    app.jinja_env.globals.update(name_max=NAME_MAX, title_max=TITLE_MAX)  # the forms' maxlength
+    for command in cli.commands.values():
+        app.cli.add_command(command)
+    with app.app_context():
+        prepare_database(app)
+    return app
+
+
+def prepare_database(app: Flask) -> None:
+    """Outside production, upgrade the schema; make the first signing key, and the demo data."""
+    if db.engine.dialect.name == "sqlite":
+        sa.event.listen(db.engine, "connect", sqlite_pragmas)
+    if app.config["APP_ENV"] != "production":
+        upgrade_database()  # production upgrades in the release phase: flask db upgrade
+    if sa.inspect(db.engine).has_table(SigningKey.__tablename__):
+        current_signing_key()
+        if app.config["SEED_DEMO"]:
+            seed_demo()
+    db.engine.dispose()  # gunicorn forks after this; workers must not share connections
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Turn on WAL and foreign keys, and wait for a lock instead of failing at once."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    # With WAL, NORMAL never corrupts the database and halves the cost of each commit (an fsync
+    # per WAL checkpoint instead of per transaction); a power cut may lose the last commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,92 @@
+"""Keys: the keys that sign access tokens and ID tokens (RFC 7515, RFC 7517, RFC 7518 RS256).
+
+Owns the signing keys, kept in the database so that every worker and host signs and verifies with
+the same ones, their rotation (the newest signs; the previous one stays published until its tokens
+have expired), and each process's parsed copy, which is re-read when another process may have
+rotated them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import current_app
+from joserfc.jwk import KeySet
+from joserfc.jwk import RSAKey
+
+from .models import SigningKey
+from .models import db
+
+KEY_RECHECK_SECONDS = 60
+
+
+@dataclass
+class KeyCache:
+    """Parsed keys for this process. Parsing an RSA key costs ~60 ms, so it happens once per
+    key set; the database stays the source of truth and is re-read when it may have changed."""
+
+    kids: tuple[str, ...] = ()
+    private: KeySet | None = None
+    public: KeySet | None = None
+    checked_at: float = 0.0
+
+
+def key_cache() -> KeyCache:
+    """This app's parsed keys; each app (and so each database) has its own."""
+    return current_app.extensions.setdefault("connected_todos.keys", KeyCache())
+
+
+def forget_keys() -> None:
+    """Drop the parsed keys, so that the next use reads the database (tests move the clock)."""
+    current_app.extensions["connected_todos.keys"] = KeyCache()
+
+
+def create_signing_key() -> SigningKey:
+    kid = secrets.token_urlsafe(12)
+    key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
+    row = SigningKey(kid=kid, private_jwk=key.as_dict(private=True))
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def load_keys(force: bool = False) -> KeyCache:
+    """Return the parsed key set, reloading it when another process may have rotated it."""
+    cache = key_cache()
+    if not force and cache.private and time.time() - cache.checked_at < KEY_RECHECK_SECONDS:
+        return cache
+    rows = db.session.scalars(sa.select(SigningKey).order_by(SigningKey.id.desc())).all()
+    kids = tuple(row.kid for row in rows)
+    if rows and (kids != cache.kids or cache.private is None):
+        keys = [RSAKey.import_key(row.private_jwk) for row in rows]
+        cache.private = KeySet(keys)
+        cache.public = KeySet.import_key_set(KeySet(keys).as_dict(private=False))
+        cache.kids = kids
+    cache.checked_at = time.time()
+    return cache
+
+
+def current_signing_key() -> RSAKey:
+    """The newest key signs; older ones stay published until they are retired."""
+    cache = load_keys()
+    if not cache.kids:
+        try:
+            create_signing_key()
+        except sa.exc.IntegrityError:  # another worker created it first
+            db.session.rollback()
+        cache = load_keys(force=True)
+    return cache.private.get_by_kid(cache.kids[0])
+
+
+def rotate_signing_key(keep: int = 2) -> SigningKey:
+    """Add a new signing key and retire all but the newest ``keep`` keys."""
+    row = create_signing_key()
+    old = db.session.scalars(sa.select(SigningKey.id).order_by(SigningKey.id.desc()).offset(keep)).all()
+    if old:
+        db.session.execute(sa.delete(SigningKey).where(SigningKey.id.in_(old)))
+        db.session.commit()
+    load_keys(force=True)
+    return row

@@ -1,0 +1,346 @@
+"""Models: the database and every table, as typed SQLAlchemy 2 models.
+
+Owns the schema (migrations/ follows it), how secrets are kept at rest (SHA-256 of 256-bit random
+values; a password hash only for passwords), and keyset pagination. The OAuth models carry the
+small interfaces Authlib's grants and endpoints read (RFC 6749, RFC 7009, RFC 7662).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC
+from datetime import date
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from authlib.oauth2.rfc6749 import ClientMixin
+from authlib.oauth2.rfc6749.util import scope_to_list
+from flask_login import UserMixin
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
+from werkzeug.security import check_password_hash
+from werkzeug.security import generate_password_hash
+
+from .rules import DEFAULT_CLIENT_SCOPE
+from .rules import decode_cursor
+from .rules import redirect_uri_matches
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+SECRET_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+def utcnow() -> datetime:
+    """The current time in UTC, naive, as every column stores it."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def sha256(value: str) -> str:
+    """Hash a 256-bit random secret for storage; a password hash would add nothing but cost."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    """A 256-bit random secret: a client secret, shown once and kept only as its SHA-256."""
+    return secrets.token_urlsafe(32)
+
+
+class Organization(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    slug: Mapped[str] = mapped_column(sa.String(60), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Member(UserMixin, db.Model):
+    __table_args__ = (sa.UniqueConstraint("organization_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(sa.ForeignKey("organization.id"), index=True)
+    email: Mapped[str] = mapped_column(sa.String(254), index=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(20), default="member")
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    # An operator runs the deployment: registers connected apps at /setup.
+    is_operator: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # Loaded when a page needs it; the API's hot path reads only the member's own columns.
+    organization: Mapped[Organization] = relationship()
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)  # Werkzeug's default: scrypt
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def get_user_id(self) -> int:
+        return self.id
+
+
+class Todo(db.Model):
+    __table_args__ = (sa.Index("ix_todo_org_id", "organization_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(sa.ForeignKey("organization.id"))
+    title: Mapped[str] = mapped_column(sa.String(200))
+    notes: Mapped[str] = mapped_column(sa.Text, default="")
+    completed: Mapped[bool] = mapped_column(default=False)
+    due_date: Mapped[date | None]
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("member.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    created_by: Mapped[Member | None] = relationship(lazy="joined")
+
+
+class Client(ClientMixin, db.Model):
+    """A connected app: an OAuth client registered with this server."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    client_secret_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    # During a rotation both secrets work, until the operator completes or cancels it.
+    pending_secret_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    first_party: Mapped[bool] = mapped_column(default=False)
+    redirect_uris: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    scope: Mapped[str] = mapped_column(sa.String(500), default=DEFAULT_CLIENT_SCOPE)
+    grant_types: Mapped[list[str]] = mapped_column(sa.JSON, default=lambda: ["authorization_code", "refresh_token"])
+    # Registered by the app itself through /oauth/register (RFC 7591), not by an operator.
+    self_registered: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    client_uri: Mapped[str | None] = mapped_column(sa.String(500))
+    logo_uri: Mapped[str | None] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    @property
+    def is_public(self) -> bool:
+        return self.client_secret_hash is None
+
+    @property
+    def client_type(self) -> str:
+        party = "first-party" if self.first_party else "third-party"
+        return f"{party} {'public' if self.is_public else 'confidential'}"
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # With several registered URIs the request must name one (RFC 6749 §3.1.2.3).
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str | None:
+        """An absent scope means the registered one (RFC 6749 §3.3); otherwise the overlap, and
+        None (invalid_scope) when nothing asked for is allowed, so a narrow request can never
+        turn into the registered scope behind the consent page's back."""
+        if not scope:
+            return self.scope
+        allowed = scope_to_list(self.scope)
+        granted = [s for s in dict.fromkeys(scope_to_list(scope)) if s in allowed]
+        return " ".join(granted) or None
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return any(redirect_uri_matches(uri, redirect_uri) for uri in self.redirect_uris)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if self.client_secret_hash is None:
+            return False
+        presented = sha256(client_secret)
+        current = secrets.compare_digest(self.client_secret_hash, presented)
+        pending = secrets.compare_digest(self.pending_secret_hash or "", presented)
+        return current or pending
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        # Both secret styles work for confidential clients: they are the GPT builder's two
+        # "token exchange methods". Public clients authenticate with "none" only.
+        if self.is_public:
+            return method == "none"
+        return method in SECRET_AUTH_METHODS
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+
+class RejectedRedirect(db.Model):
+    """A redirect URI /idp refused for a client: a GPT's callback URL changes with its settings."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(sa.Text)
+    count: Mapped[int] = mapped_column(default=1)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Consent(db.Model):
+    """What a member allowed a client, remembered so that the consent page is shown once."""
+
+    __table_args__ = (sa.UniqueConstraint("member_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("member.id", ondelete="CASCADE"))
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuthorizationCode(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("member.id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str | None] = mapped_column(sa.Text)
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    resource: Mapped[str | None] = mapped_column(sa.String(500))
+    nonce: Mapped[str | None] = mapped_column(sa.Text)
+    auth_time: Mapped[int]
+    code_challenge: Mapped[str | None] = mapped_column(sa.String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(sa.String(10))
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    replayed_at: Mapped[datetime | None]  # someone presented it again after it was used
+
+    # The interface Authlib's grants and OpenIDCode read.
+    def get_redirect_uri(self) -> str | None:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str | None:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_acr(self) -> None:
+        return None
+
+    def get_amr(self) -> None:
+        return None
+
+
+class Grant(db.Model):
+    """One authorization: the family of tokens that one authorization code started."""
+
+    __tablename__ = "oauth_grant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("member.id", ondelete="CASCADE"))
+    authorization_code_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("authorization_code.id", ondelete="SET NULL"), index=True
+    )
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    resource: Mapped[str] = mapped_column(sa.String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    client: Mapped[Client] = relationship(lazy="joined")
+    member: Mapped[Member] = relationship(lazy="joined")
+
+
+class RefreshToken(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grant_id: Mapped[int] = mapped_column(sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    rotated_at: Mapped[datetime | None]  # set when a public client's token was exchanged
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+    # The interface Authlib's grants, revocation and introspection endpoints read.
+    def check_client(self, client: Client) -> bool:
+        return self.grant.client_id == client.id
+
+    def get_scope(self) -> str:
+        return self.grant.scope
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return bool(self.rotated_at or self.grant.revoked_at)
+
+
+class AccessToken(db.Model):
+    """The record of an issued JWT access token, looked up by its jti for revocation."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grant_id: Mapped[int] = mapped_column(sa.ForeignKey("oauth_grant.id", ondelete="CASCADE"))
+    jti: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    scope: Mapped[str] = mapped_column(sa.String(500))
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+    grant: Mapped[Grant] = relationship(lazy="joined")
+
+    def check_client(self, client: Client) -> bool:
+        return self.grant.client_id == client.id
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return bool(self.revoked_at or self.grant.revoked_at)
+
+
+class AuditEvent(db.Model):
+    """Who did what to which app, from where and when. Never a secret, code or token."""
+
+    # The audit page filters by address or actor and pages back by id: one index for each walk.
+    __table_args__ = (
+        sa.Index("ix_audit_event_at", "at"),
+        sa.Index("ix_audit_event_ip_address_id", "ip_address", "id"),
+        sa.Index("ix_audit_event_actor_id", "actor", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(sa.String(40), index=True)
+    actor: Mapped[str | None] = mapped_column(sa.String(254))  # a member's email, or the client
+    member_id: Mapped[int | None]  # kept after the member is gone: the trail outlives them
+    client_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    ip_address: Mapped[str | None] = mapped_column(sa.String(64))
+    detail: Mapped[str] = mapped_column(sa.String(500), default="")
+
+
+class SigningKey(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    private_jwk: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def keyset_page(
+    query: sa.Select, model: type[Todo | AuditEvent], limit: int, cursor: str | None
+) -> tuple[list, str | None]:
+    """One page of ``query``'s rows, newest first, and the cursor of the next page (keyset
+    pagination: the cost of a page does not grow with the table). ValueError for a made-up cursor."""
+    if cursor is not None and (before := decode_cursor(cursor)) is not None:
+        query = query.where(model.id < before)
+    rows = db.session.scalars(query.order_by(model.id.desc()).limit(limit + 1)).all()
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return list(rows[:limit]), next_cursor

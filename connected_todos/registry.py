@@ -1,0 +1,371 @@
+"""Registry: who may act, and the one path by which access ends.
+
+Owns the audit log, organizations, members (sign-up, login, password, role, removal), the registry
+of connected apps (registration for every path, redirect URIs, secret rotation, deletion), the
+consent a member gave, and revocation: ``revoke_grants`` is the only way a grant ends, whoever ends
+it (RFC 7009 §2.1, RFC 9700 §4.5 and §4.14.2). Every change is audited here, so that it is recorded
+whichever way it was made: a page, the API, MCP or the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from authlib.common.security import generate_token
+from flask import has_request_context
+from flask import request
+from werkzeug.security import check_password_hash
+from werkzeug.security import generate_password_hash
+
+from .models import AuditEvent
+from .models import AuthorizationCode
+from .models import Client
+from .models import Consent
+from .models import Grant
+from .models import Member
+from .models import Organization
+from .models import RejectedRedirect
+from .models import db
+from .models import new_secret
+from .models import sha256
+from .models import utcnow
+from .rules import DEFAULT_CLIENT_SCOPE
+from .rules import check_client_metadata
+from .rules import normalize_email
+from .rules import normalize_scope
+from .web import log
+
+AUDIT_EVENTS = (
+    "login_succeeded",
+    "login_failed",
+    "consent_given",
+    "consent_denied",
+    "token_issued",
+    "code_reuse_detected",
+    "refresh_reuse_detected",
+    "token_revoked",
+    "app_disconnected",
+    "client_created",
+    "client_registered",
+    "client_secret_rotated",
+    "client_deleted",
+    "redirect_uri_added",
+    "redirect_uri_removed",
+    "password_changed",
+    "role_changed",
+    "member_removed",
+    "member_added",
+    "operator_granted",
+)
+CLI_ACTOR = "command line"
+
+
+def audit(
+    event: str, member: Member | None = None, client_id: str | None = None, detail: str = "", actor: str | None = None
+) -> None:
+    """Add an audit record to the current transaction; the caller's commit keeps it."""
+    assert event in AUDIT_EVENTS, event
+    db.session.add(
+        AuditEvent(
+            event=event,
+            actor=actor or (member.email if member is not None else None),
+            member_id=member.id if member is not None else None,
+            client_id=client_id,
+            ip_address=request.remote_addr if has_request_context() else None,
+            detail=detail[:500],
+        )
+    )
+
+
+def actor_name(by: Member | None) -> str:
+    """Who made a change: a member by their email, or the command line."""
+    return by.email if by is not None else CLI_ACTOR
+
+
+# ---- Revocation: the one path ------------------------------------------------------------------
+
+
+def revoke_grants(
+    event: str,
+    *,
+    member: Member | None = None,
+    client: Client | None = None,
+    grant: Grant | None = None,
+    code: AuthorizationCode | None = None,
+    forget_consent: bool = False,
+    actor: str | None = None,
+    detail: str = "",
+) -> int:
+    """End grants, and with them every access and refresh token they issued, at once.
+
+    Which grants: a member's (with one client, or all), a client's (every member's), one grant, or
+    the grant one authorization code started. ``forget_consent`` also forgets what the member
+    allowed, so that the consent page is shown again. Logs, and writes the audit record ``event``
+    about the member, by ``actor`` (who ended it; the member themself when not named).
+    Every path takes it: a member's revoke, a password change, a role change, a removal, refresh
+    token reuse (RFC 9700 §4.14.2), code replay (§4.5), RFC 7009 revocation and client deletion.
+    """
+    member = member or (grant.member if grant else None)
+    client = client or (grant.client if grant else None)
+    where = [Grant.revoked_at.is_(None)]
+    if grant is not None:
+        where.append(Grant.id == grant.id)
+    elif code is not None:
+        where.append(Grant.authorization_code_id == code.id)
+    else:
+        assert member is not None or client is not None, "a revocation names whose grants end"
+        if member is not None:
+            where.append(Grant.member_id == member.id)
+        if client is not None:
+            where.append(Grant.client_id == client.id)
+    ended = db.session.execute(sa.update(Grant).where(*where).values(revoked_at=utcnow())).rowcount
+    if forget_consent and member is not None:
+        consents = sa.delete(Consent).where(Consent.member_id == member.id)
+        if client is not None:
+            consents = consents.where(Consent.client_id == client.id)
+        db.session.execute(consents)
+    client_id = client.client_id if client is not None else None
+    log.warning("%s: %d grant(s) revoked%s", event, ended, f" of client {client_id}" if client_id else "")
+    audit(event, member, client_id, detail, actor=actor)
+    return ended
+
+
+# ---- Organizations and members -----------------------------------------------------------------
+
+
+@cache
+def dummy_password_hash() -> str:
+    """Checked against when the email is unknown, so that a miss costs as much as a hit."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def load_member(member_id: str) -> Member | None:
+    """Flask-Login's loader: the member a session names."""
+    return db.session.get(Member, int(member_id)) if member_id.isdigit() else None
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50] or "org"
+
+
+def create_organization(name: str, slug: str | None = None) -> Organization:
+    base = slug or slugify(name)
+    slug, n = base, 1
+    while db.session.scalar(sa.select(Organization.id).where(Organization.slug == slug)):
+        n += 1
+        slug = f"{base}-{n}"
+    org = Organization(name=name.strip(), slug=slug)
+    db.session.add(org)
+    db.session.flush()
+    return org
+
+
+def create_member(org: Organization, email: str, name: str, password: str, role: str, how: str = "") -> Member:
+    """Add a member; ``how`` tells the audit log who added them."""
+    member = Member(organization_id=org.id, email=normalize_email(email), name=name.strip(), role=role)
+    member.set_password(password)
+    db.session.add(member)
+    db.session.flush()
+    audit("member_added", member, detail=f"as {role}{', ' + how if how else ''}")
+    return member
+
+
+def members_with_password(email: str, password: str) -> list[Member]:
+    """The members, one per organization, whose email and password these are."""
+    candidates = db.session.scalars(sa.select(Member).where(Member.email == normalize_email(email))).all()
+    if not candidates:
+        check_password_hash(dummy_password_hash(), password)
+    return [m for m in candidates if m.check_password(password)]
+
+
+def replace_password(member: Member, password: str) -> None:
+    """A new password cuts off every app the member connected."""
+    member.set_password(password)
+    revoke_grants("password_changed", member=member, forget_consent=True, detail="by the member")
+    db.session.commit()
+
+
+def set_role(member: Member, role: str, by: Member) -> None:
+    """A new role cuts off every app the member connected: they must be allowed again."""
+    member.role = role
+    revoke_grants("role_changed", member=member, forget_consent=True, actor=by.email, detail=f"to {role}")
+    db.session.commit()
+
+
+def delete_member(member: Member, by: Member) -> None:
+    """Remove a member; their apps are cut off at once, and their todos stay, without a creator."""
+    revoke_grants("member_removed", member=member, forget_consent=True, actor=by.email)
+    db.session.delete(member)
+    db.session.commit()
+
+
+def make_operator(member: Member) -> None:
+    member.is_operator = True
+    audit("operator_granted", member, detail=f"by the {CLI_ACTOR}")
+    db.session.commit()
+
+
+# ---- The registry of connected apps ------------------------------------------------------------
+
+
+def new_client_id() -> str:
+    """A client_id of letters and digits: safe to paste anywhere, a shell argument included."""
+    return generate_token(24)
+
+
+def query_client(client_id: str) -> Client | None:
+    return db.session.scalar(sa.select(Client).where(Client.client_id == client_id))
+
+
+def register_client(
+    name: str,
+    redirect_uris: list[str],
+    *,
+    public: bool,
+    first_party: bool = False,
+    scope: str = DEFAULT_CLIENT_SCOPE,
+    grant_types: list[str] | None = None,
+    self_registered: bool = False,
+    links: dict[str, str] | None = None,
+    client_id: str | None = None,
+    secret: str | None = None,
+    by: Member | None = None,
+) -> tuple[Client, str | None]:
+    """Register an app, by whatever path: the command line, /setup, dynamic registration or the
+    playground. Return it and its secret (``secret``, or a new one), which is shown once and
+    stored only as a hash."""
+    scope = normalize_scope(scope)
+    check_client_metadata(name, redirect_uris, scope)
+    secret = None if public else secret or new_secret()
+    client = Client(
+        client_id=client_id or new_client_id(),
+        client_secret_hash=sha256(secret) if secret else None,
+        name=name.strip(),
+        first_party=first_party,
+        redirect_uris=redirect_uris,
+        scope=scope,
+        self_registered=self_registered,
+        **(links or {}),
+    )
+    if grant_types is not None:
+        client.grant_types = grant_types
+    db.session.add(client)
+    db.session.flush()
+    if self_registered:
+        audit("client_registered", client_id=client.client_id, actor=client.name, detail=" ".join(redirect_uris))
+    else:
+        audit("client_created", by, client.client_id, client.client_type, actor=actor_name(by))
+    db.session.commit()
+    return client, secret
+
+
+def add_redirect_uri(client: Client, uri: str, by: Member | None = None) -> None:
+    check_client_metadata(redirect_uris=[uri])
+    audit("redirect_uri_added", by, client.client_id, uri, actor=actor_name(by))
+    if uri not in client.redirect_uris:
+        client.redirect_uris = [*client.redirect_uris, uri]
+    db.session.execute(
+        sa.delete(RejectedRedirect).where(RejectedRedirect.client_id == client.id, RejectedRedirect.redirect_uri == uri)
+    )
+    db.session.commit()
+
+
+def remove_redirect_uri(client: Client, uri: str, by: Member) -> None:
+    client.redirect_uris = [u for u in client.redirect_uris if u != uri]
+    audit("redirect_uri_removed", by, client.client_id, uri)
+    db.session.commit()
+
+
+def record_rejected_redirect(client: Client, uri: str) -> None:
+    """Remember a redirect URI /idp refused, so that an operator can add it if it is the app's own."""
+    row = db.session.scalar(
+        sa.select(RejectedRedirect).where(RejectedRedirect.client_id == client.id, RejectedRedirect.redirect_uri == uri)
+    )
+    if row is None:
+        db.session.add(RejectedRedirect(client_id=client.id, redirect_uri=uri))
+    else:
+        row.count, row.last_seen_at = row.count + 1, utcnow()
+    db.session.commit()
+
+
+def start_secret_rotation(client: Client, by: Member | None = None) -> str:
+    """Issue a second secret; the old one keeps working until the rotation completes."""
+    secret = new_secret()
+    client.pending_secret_hash = sha256(secret)
+    audit("client_secret_rotated", by, client.client_id, "started", actor=actor_name(by))
+    db.session.commit()
+    return secret
+
+
+def finish_secret_rotation(client: Client, complete: bool, by: Member | None = None) -> None:
+    """Complete (the new secret replaces the old) or cancel (the new one stops working)."""
+    if complete and client.pending_secret_hash:
+        client.client_secret_hash = client.pending_secret_hash
+    client.pending_secret_hash = None
+    detail = "completed" if complete else "cancelled"
+    audit("client_secret_rotated", by, client.client_id, detail, actor=actor_name(by))
+    db.session.commit()
+
+
+def replace_client_secret(client: Client, by: Member | None = None) -> str:
+    """Give a client a new secret at once; the old one, and any rotation under way, stop working."""
+    secret = new_secret()
+    client.client_secret_hash, client.pending_secret_hash = sha256(secret), None
+    audit("client_secret_rotated", by, client.client_id, "replaced at once", actor=actor_name(by))
+    db.session.commit()
+    return secret
+
+
+def delete_client(client: Client, by: Member | None = None, detail: str = "") -> None:
+    """Delete a client; its grants, and with them every token it holds, end first."""
+    revoke_grants("client_deleted", client=client, actor=actor_name(by), detail=detail or client.name)
+    db.session.delete(client)
+    db.session.commit()
+
+
+# ---- Consent ------------------------------------------------------------------------------------
+
+
+def consented(client: Client, member: Member, scopes: list[str]) -> bool:
+    """Whether the member already allowed the client every scope asked for."""
+    consent = db.session.scalar(
+        sa.select(Consent).where(Consent.member_id == member.id, Consent.client_id == client.id)
+    )
+    return consent is not None and set(scopes) <= set(consent.scope.split())
+
+
+def remember_consent(client: Client, member: Member, scope: str) -> None:
+    audit("consent_given", member, client.client_id, scope)
+    consent = db.session.scalar(
+        sa.select(Consent).where(Consent.member_id == member.id, Consent.client_id == client.id)
+    )
+    if consent is None:
+        consent = Consent(member_id=member.id, client_id=client.id, scope="")
+        db.session.add(consent)
+    consent.scope = " ".join(sorted(set(consent.scope.split()) | set(scope.split())))
+    consent.granted_at = utcnow()
+    db.session.commit()
+
+
+def connected_members(client: Client) -> int:
+    return db.session.scalar(sa.select(sa.func.count(Consent.id)).where(Consent.client_id == client.id)) or 0
+
+
+def apps_connected_by(member: Member) -> list[dict[str, Any]]:
+    """The apps a member allowed, with the scopes and when each last acted for them."""
+    rows = db.session.execute(
+        sa.select(Consent, Client, sa.func.max(Grant.last_used_at))
+        .join(Client, Client.id == Consent.client_id)
+        .outerjoin(Grant, (Grant.client_id == Client.id) & (Grant.member_id == member.id))
+        .where(Consent.member_id == member.id)
+        .group_by(Consent.id, Client.id)
+        .order_by(Consent.granted_at.desc())
+    ).all()
+    return [
+        {"client": client, "scope": consent.scope, "granted_at": consent.granted_at, "last_used_at": last_used}
+        for consent, client, last_used in rows
+    ]

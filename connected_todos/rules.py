@@ -1,0 +1,238 @@
+"""Rules: what the app accepts as input, written once for REST, MCP, the web pages and the CLI.
+
+Owns the table of scopes (the words the consent page shows, and which operations need each one),
+the redirect URI rules (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §4.1), the names people and apps
+show (RFC 7591 §5), emails, passwords and roles, safe return paths, and text a database can store.
+Nothing here touches the database or the request.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A scope: the words the consent page shows, and the operations (REST or MCP) that need it."""
+
+    consent: str
+    operations: tuple[str, ...] = ()
+
+
+SCOPES = {
+    "openid": Scope("Confirm who you are", ("userinfo",)),
+    "profile": Scope("See your name"),
+    "email": Scope("See your email address"),
+    "offline_access": Scope("Stay connected when you are away"),
+    "todos:read": Scope("See your organization's todos", ("getMe", "listTodos", "getTodo")),
+    "todos:write": Scope(
+        "Create, change and delete your organization's todos", ("createTodo", "updateTodo", "deleteTodo")
+    ),
+}
+DEFAULT_CLIENT_SCOPE = " ".join(SCOPES)
+
+
+def scope_for(operation: str) -> str:
+    """The scope an operation needs, from the table above; an operation not in it is a bug."""
+    return next(name for name, scope in SCOPES.items() if operation in scope.operations)
+
+
+def normalize_scope(scope: str) -> str:
+    """Read a comma-separated scope as space-separated: the GPT builder passes its field as typed."""
+    return " ".join(scope.replace(",", " ").split())
+
+
+def scope_problem(scope: str) -> str | None:
+    """Why a scope a client registers is not acceptable, or None."""
+    if not scope or not set(scope.split()) <= set(SCOPES):
+        return f"must use scopes from: {' '.join(SCOPES)}"
+    return None
+
+
+URI_MAX = 500
+# Schemes a browser or the OS would treat as something other than "open this app".
+UNSAFE_SCHEMES = {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "ftp", "ws", "wss"}
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Why a redirect URI cannot be registered for a client, or None."""
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return "is not a valid URI"
+    scheme = parts.scheme.lower()
+    if scheme == "https" and parts.hostname:
+        pass
+    elif scheme == "http" and is_loopback_host(parts.hostname):
+        pass  # RFC 8252 §7.3 loopback redirect for native apps
+    elif re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) and scheme not in UNSAFE_SCHEMES | {"http", "https"}:
+        pass  # RFC 8252 §7.1 private-use scheme of a native app, such as cursor://
+    else:
+        return "must be https, http on a loopback address, or a native app's own scheme"
+    if parts.fragment or "#" in uri:
+        return "must not have a fragment (RFC 6749 §3.1.2)"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry user information"
+    if len(uri) > URI_MAX:
+        return f"must be at most {URI_MAX} characters"
+    return None
+
+
+def redirect_uri_matches(registered: str, requested: str) -> bool:
+    """Exact match, except that a loopback http URI matches on any port (RFC 8252 §7.3)."""
+    if registered == requested:
+        return True
+    reg, req = urlsplit(registered), urlsplit(requested)
+    if reg.scheme != "http" or req.scheme != "http" or not is_loopback_host(reg.hostname):
+        return False
+    if req.username is not None or req.password is not None or req.fragment:
+        return False
+    try:
+        req.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return False
+    return (reg.hostname, reg.path, reg.query) == (req.hostname, req.path, req.query)
+
+
+def link_problem(uri: Any) -> str | None:
+    """Why a client's home page or logo link cannot be shown to people, or None."""
+    if not isinstance(uri, str) or len(uri) > URI_MAX or urlsplit(uri).scheme != "https" or not urlsplit(uri).hostname:
+        return f"must be an https URL of at most {URI_MAX} characters"
+    return None
+
+
+FIELD_LABELS = {"client_name": "The name", "redirect_uris": "The redirect URI", "scope": "The scope"}
+
+
+class ClientMetadataError(ValueError):
+    """A client's metadata breaks a rule. ``field`` is its RFC 7591 §2 name; ``message`` says what
+    is wrong in a developer's terms, and ``sentence`` in an operator's."""
+
+    def __init__(self, field: str, problem: str, value: str | None = None) -> None:
+        self.field, self.problem, self.value = field, problem, value
+        self.message = f"{value if value is not None else field} {problem}."
+        self.sentence = " ".join(filter(None, [FIELD_LABELS[field], value, f"{problem}."]))
+        super().__init__(self.message)
+
+
+def check_client_metadata(name: str | None = None, redirect_uris: list[str] = (), scope: str | None = None) -> None:
+    """The one check of an app's name, redirect URIs and scope, for every way an app is registered
+    or changed: the command line, /setup, dynamic registration (RFC 7591) and the playground."""
+    if name is not None and (problem := name_problem(name)):
+        raise ClientMetadataError("client_name", problem)
+    for uri in redirect_uris:
+        if problem := redirect_uri_problem(uri):
+            raise ClientMetadataError("redirect_uris", problem, uri[:URI_MAX])
+    if scope is not None and (problem := scope_problem(scope)):
+        raise ClientMetadataError("scope", problem)
+
+
+NAME_MAX = 100
+# Control and format characters (right-to-left overrides, zero-width spaces, invisible tags),
+# separators that break lines, and private code points: in a name they can make one app or
+# person pass for another on the consent screen and the members page.
+HIDDEN_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp"}
+# Except the joiners that Persian and Indic scripts, and emoji such as 👩‍💻, need.
+JOINERS = {"\u200c", "\u200d"}
+
+
+def name_problem(name: str) -> str | None:
+    """Why a name of a member, organization or app cannot be shown to people, or None."""
+    if not name.strip():
+        return "must not be empty"
+    if len(name) > NAME_MAX:
+        return f"must be at most {NAME_MAX} characters"
+    if any(unicodedata.category(c) in HIDDEN_CATEGORIES and c not in JOINERS for c in name):
+        return "must not contain control or formatting characters, such as right-to-left marks"
+    return None
+
+
+ROLES = ("admin", "member")
+PASSWORD_MIN = 8
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def password_problem(password: str) -> str | None:
+    if len(password) < PASSWORD_MIN:
+        return f"Choose a password of at least {PASSWORD_MIN} characters."
+    return None
+
+
+def member_problem(email: str, name: str, password: str, role: str = "member") -> str | None:
+    """What is wrong with a new member's details, as a sentence for the person, or None."""
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        return "Enter a valid email address."
+    if problem := name_problem(name):
+        return f"The name {problem}."
+    if role not in ROLES:
+        return "Choose the role admin or member."
+    return password_problem(password)
+
+
+def is_safe_return_path(target: str | None) -> bool:
+    """Accept only a same-origin relative path: no //host, /\\host, scheme or encoded variant."""
+    if not target:
+        return False
+    decoded = target
+    for _ in range(3):  # undo layered percent-encoding such as %252F
+        decoded = unquote(decoded)
+    for value in (target, decoded):
+        path = re.split(r"[?#]", value, maxsplit=1)[0]
+        if not path.startswith("/") or path.startswith("//") or "\\" in path:
+            return False
+        if any(ord(c) < 32 or ord(c) == 127 for c in path):
+            return False  # browsers drop tabs and newlines, turning "/\t/host" into "//host"
+        parts = urlsplit(value)
+        if parts.scheme or parts.netloc:
+            return False
+    return True
+
+
+MAX_PARAMETER_LENGTH = 8192
+ID_LIMIT = 2**31  # ids are 32-bit integers on every database
+
+
+def storable(value: Any) -> bool:
+    """Whether every string in ``value`` is text a database can store: UTF-8, no NUL."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, such as JSON's "\ud800"
+            return False
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all(storable(k) and storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(storable(v) for v in value)
+    return True
+
+
+# A cursor is the id of the last row on the previous page: the next page holds the older ones.
+# An empty cursor is the first page, as is any id above every id a row can have.
+CURSOR_PATTERN = "^([1-9][0-9]{0,9})?$"
+
+
+def decode_cursor(cursor: str) -> int | None:
+    """The id a page starts below, or None for the first page; ValueError for a made-up cursor."""
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise ValueError("cursor must be the next_cursor of the previous page.")
+    return int(cursor) if cursor and int(cursor) < ID_LIMIT else None

@@ -1,0 +1,116 @@
+"""Settings: the deployment's configuration, read from the environment when an app is made.
+
+Owns every environment variable the app reads and its default, and the refusals that keep a
+production deployment from starting unsafe: no SECRET_KEY, or no PUBLIC_URL (the issuer must not
+follow a Host header an attacker chose, RFC 9700 §4.13).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from typing import Any
+
+APP_VERSION = "1.1.0"  # of the API and the MCP server; 1.1 made cursors plain todo ids
+
+# Browser origins allowed to call /mcp (MCP_ALLOWED_ORIGINS overrides; "*" allows any).
+DEFAULT_MCP_ORIGINS = (
+    "https://chatgpt.com",
+    "https://chat.openai.com",
+    "https://claude.ai",
+    "https://claude.com",
+    "http://localhost:6274",  # the MCP Inspector
+    "http://127.0.0.1:6274",
+)
+
+# Each limit may be overridden from the environment, e.g. RATE_LIMIT_API="100 per second".
+RATE_LIMITS = {
+    "LOGIN_RATE_LIMIT": ("RATE_LIMIT_LOGIN", "20 per minute"),  # per IP address
+    "LOGIN_ACCOUNT_RATE_LIMIT": ("RATE_LIMIT_LOGIN_ACCOUNT", "5 per minute; 30 per hour"),
+    "TOKEN_RATE_LIMIT": ("RATE_LIMIT_TOKEN", "120 per minute"),
+    # Failed client authentications per client_id and address, at the token, revocation and
+    # introspection endpoints together; one short window, so a locked-out client recovers soon.
+    "CLIENT_AUTH_RATE_LIMIT": ("RATE_LIMIT_CLIENT_AUTH", "10 per minute"),
+    "REGISTRATION_RATE_LIMIT": ("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
+    "API_RATE_LIMIT": ("RATE_LIMIT_API", "600 per minute"),
+}
+
+
+def from_environment(instance_path: str) -> dict[str, Any]:
+    """The app's configuration as the environment sets it, with the defaults filled in."""
+    env = os.environ
+    production = env.get("APP_ENV") == "production"
+    return {
+        "APP_ENV": "production" if production else "development",
+        "SECRET_KEY": env.get("SECRET_KEY", ""),
+        "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL"), instance_path),
+        "PUBLIC_URL": env.get("PUBLIC_URL", "").rstrip("/"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",  # sent on the top-level GET from chatgpt.com to /idp
+        "SESSION_COOKIE_SECURE": False,
+        "SEED_DEMO": env.get("SEED_DEMO", "0" if production else "1") == "1",
+        "TRUSTED_PROXIES": trusted_proxies(env.get("TRUSTED_PROXIES", "1")),
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_ENABLED": env.get("RATELIMIT_ENABLED", "1") == "1",
+        **{name: env.get(variable, default) for name, (variable, default) in RATE_LIMITS.items()},
+        # RFC 7591 §3: when set, dynamic registration is closed to all but holders of this token.
+        "INITIAL_ACCESS_TOKEN": env.get("INITIAL_ACCESS_TOKEN", "").strip(),  # env files add newlines
+        "MCP_ALLOWED_ORIGINS": [o.strip() for o in env.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+        or list(DEFAULT_MCP_ORIGINS),
+    }
+
+
+def check(config: dict[str, Any], instance_path: str) -> None:
+    """Refuse to start a production app that is not safe to serve; fill in development's key."""
+    production = config["APP_ENV"] == "production"
+    if not config.get("SECRET_KEY"):
+        if production:
+            raise SystemExit(
+                "SECRET_KEY is not set. Set it to a long random value, for example the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+            )
+        config["SECRET_KEY"] = development_secret_key(instance_path)
+    if production and not config["PUBLIC_URL"]:
+        # The issuer must not follow a Host or X-Forwarded-Host header an attacker chose (RFC 9700 §4.13).
+        raise SystemExit(
+            "PUBLIC_URL is not set. Set it to the app's public https origin, e.g. https://todos.example.com."
+        )
+
+
+def database_url(url: str | None, instance_path: str) -> str:
+    """DATABASE_URL, defaulting to SQLite in instance/; accept postgres:// as hosts give it."""
+    url = url or f"sqlite:///{instance_path}/connected-todos.db"
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def trusted_proxies(value: str) -> int:
+    """TRUSTED_PROXIES: how many proxies stand in front of the app (platforms have one)."""
+    if not value.isdigit():
+        raise SystemExit(f"TRUSTED_PROXIES must be a number of proxies, such as 0 or 1, not {value!r}.")
+    return int(value)
+
+
+def development_secret_key(instance_path: str) -> str:
+    """A generated key kept in instance/, so that sessions survive a restart in development."""
+    path = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(path):
+        # Written aside (mode 0600) and linked into place, so that another process starting at the
+        # same moment finds either no key or a whole one, and the first key stays.
+        fd, draft = tempfile.mkstemp(dir=instance_path)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    with open(path) as f:
+        return f.read().strip()

@@ -1,0 +1,281 @@
+"""Web: what every request passes through, and how every error is answered.
+
+Owns the Flask extensions (CSRF, rate limits, logins), the issuer and resource URLs (RFC 8414 §2,
+RFC 8707), the request log, the security headers (RFC 9700 §4.16 clickjacking, CSP, HSTS), and
+errors in the format of the protocol a path speaks: OAuth JSON (RFC 6749 §5.2), JSON-RPC for /mcp,
+the API's JSON, or a readable page for a person. A dependency that fails (the database) answers a
+clean 503, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import Flask
+from flask import Response
+from flask import current_app
+from flask import has_request_context
+from flask import jsonify
+from flask import make_response
+from flask import render_template
+from flask import request
+from flask.sessions import SecureCookieSessionInterface
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from .models import db
+from .rules import MAX_PARAMETER_LENGTH
+from .rules import storable
+
+csrf = CSRFProtect()
+limiter = Limiter(get_remote_address)
+login_manager = LoginManager()
+log = logging.getLogger("connected_todos")
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Mark the session cookie Secure whenever the request arrived over https."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
+def configured_limit(name: str) -> Callable[[], str]:
+    """A rate limit read from the app's settings when a request is counted, not at import."""
+    return lambda: current_app.config[name]
+
+
+def issuer() -> str:
+    """The issuer: PUBLIC_URL, or the request's own origin. No path, no trailing slash."""
+    return current_app.config["PUBLIC_URL"] or request.host_url.rstrip("/")
+
+
+def api_resource() -> str:
+    """The REST API's resource identifier (RFC 8707): an access token audience."""
+    return f"{issuer()}/api"
+
+
+def mcp_resource() -> str:
+    """The MCP endpoint's resource identifier, exactly the URL a person pastes into a client."""
+    return f"{issuer()}/mcp"
+
+
+def resources() -> list[str]:
+    """Every resource an access token may be issued for."""
+    return [api_resource(), mcp_resource()]
+
+
+# ---- The request log ----------------------------------------------------------------------------
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+REQUEST_ID_KEY = "connected_todos.request_id"
+
+
+class RequestLog:
+    """WSGI middleware: each request gets an id (its own X-Request-Id if well-formed), which its
+    log lines and its response carry, and one log line with the method, path, status and time.
+    The line never has the query string, a body or a header, so no secret can reach the log."""
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+        environ[REQUEST_ID_KEY] = request_id
+        started = time.perf_counter()
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            headers.append(("X-Request-Id", request_id))
+            elapsed = (time.perf_counter() - started) * 1000
+            path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+            log.info(
+                "%s %s %s %.1fms",
+                environ["REQUEST_METHOD"],
+                path,
+                status.split(" ", 1)[0],
+                elapsed,
+                extra={"request_id": request_id},
+            )
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp every log record with the id of the request it belongs to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request.environ.get(REQUEST_ID_KEY, "-") if has_request_context() else "-"
+        return True
+
+
+def configure_logging() -> None:
+    """Our log lines go to stderr with a request id. They carry paths, never query strings,
+    bodies or headers, so that no secret, code or token can reach them."""
+    if log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(message)s"))
+    handler.addFilter(RequestIdFilter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    # Authlib logs issued tokens at DEBUG level; a secret is never logged.
+    logging.getLogger("authlib").setLevel(logging.INFO)
+
+
+# ---- Input every view can trust -----------------------------------------------------------------
+
+
+def reject_unstorable_input() -> Response | None:
+    """Refuse query and form values that no column could store, before any view reads them."""
+    sources = [request.args] if request.is_json else [request.args, request.form]
+    for values in sources:
+        for key, value in values.items(multi=True):
+            if not storable(key) or not storable(value) or len(value) > MAX_PARAMETER_LENGTH:
+                return protocol_error(400, f"The parameter {key[:40]!r} is too long or is not valid text.")
+    return None
+
+
+def parse_json() -> Any:
+    """The request body as JSON, whatever its content type; ValueError when it is not JSON."""
+    try:
+        return json.loads(request.get_data(cache=True) or b"")
+    except (ValueError, RecursionError):
+        raise ValueError("The body is not valid JSON.") from None
+
+
+def read_json() -> Any:
+    """The request body as JSON; ValueError when it is not JSON or not storable text."""
+    data = parse_json()
+    if not storable(data):
+        raise ValueError("The body contains text that is not valid UTF-8, or a NUL character.")
+    return data
+
+
+# ---- Security headers ---------------------------------------------------------------------------
+
+
+def content_security_policy(form_redirects: Iterable[str] = ()) -> str:
+    """The pages' CSP. form-action also governs the redirects after a form is sent, so a page
+    whose form leads on to a client's redirect URI (consent, login) names that origin."""
+    sources = set()
+    for uri in form_redirects:
+        parts = urlsplit(uri)
+        sources.add(f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else f"{parts.scheme}:")
+    form_action = " ".join(["'self'", *sorted(sources)])
+    return f"default-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+
+
+def allowing_form_redirects(page: str | Response, uris: Iterable[str]) -> Response:
+    """A page whose form may lead, through redirects, to ``uris``."""
+    response = make_response(page)
+    response.headers["Content-Security-Policy"] = content_security_policy(uris)
+    return response
+
+
+def security_headers(response: Response) -> Response:
+    """No page may be framed (RFC 9700 §4.16), and no URL with a code or token leaks as a Referer."""
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", content_security_policy())
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    return response
+
+
+# ---- Errors, in each protocol's format ----------------------------------------------------------
+
+# The error code each protocol uses for an HTTP status, for errors raised outside the protocols'
+# own handlers (an unknown path, a wrong method, a body too large, a rate limit, an outage).
+OAUTH_ERRORS = {429: "temporarily_unavailable", 500: "server_error", 503: "temporarily_unavailable"}
+PAGE_TITLES = {
+    400: "That request was not understood",
+    403: "You cannot open this page",
+    404: "Page not found",
+    405: "That is not allowed here",
+    413: "That request is too large",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "The service is briefly unavailable",
+}
+
+
+def protocol_error(status: int, message: str) -> Response:
+    """An error in the format of the protocol the path speaks: OAuth JSON (RFC 6749 §5.2),
+    JSON-RPC for /mcp, the API's JSON, or a readable page for a person."""
+    path = request.path
+    if path.startswith(("/oauth/", "/.well-known/")):
+        response = jsonify({"error": OAUTH_ERRORS.get(status, "invalid_request"), "error_description": message})
+    elif path == "/mcp":
+        response = jsonify(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600 if status < 500 else -32603, "message": message}}
+        )
+    elif path.startswith("/api/"):
+        code = {404: "not_found", 429: "rate_limited", 503: "unavailable"}.get(status, "invalid_request")
+        response = jsonify({"error": code, "message": message})
+    else:
+        title = PAGE_TITLES.get(status, "Something went wrong")
+        response = Response(render_template("error.html", title=title, message=message))
+    response.status_code = status
+    return response
+
+
+def http_error(error: HTTPException) -> Response:
+    """Every HTTP error in its protocol's format, never with a stack trace."""
+    status = error.code or 500
+    message = error.description or ""
+    if status == 429:
+        message = f"Too many requests ({message}). Try again later."
+    elif status >= 500:
+        message = "The server could not finish this request."
+    response = protocol_error(status, message)
+    if valid_methods := getattr(error, "valid_methods", None):  # 405 names what is allowed
+        response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def database_unavailable(error: sa.exc.OperationalError) -> Response:
+    """A database outage answers 503 in the protocol's format; nothing half-written stays."""
+    db.session.rollback()
+    log.error("database unavailable: %s", error.__class__.__name__)
+    response = protocol_error(503, "The database is unavailable. Try again shortly.")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+def csrf_error(error: CSRFError) -> tuple[str, int]:
+    return render_template("error.html", title="The form expired", message=error.description), 400
+
+
+def init_app(app: Flask) -> None:
+    """Wire the extensions, the hooks and the error handlers into ``app``."""
+    login_manager.init_app(app)
+    login_manager.login_view = "pages.login"
+    login_manager.session_protection = "strong"
+    csrf.init_app(app)
+    limiter.init_app(app)
+    configure_logging()
+    app.wsgi_app = RequestLog(app.wsgi_app)
+    app.before_request(reject_unstorable_input)
+    app.after_request(security_headers)
+    app.register_error_handler(CSRFError, csrf_error)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(sa.exc.OperationalError, database_unavailable)
