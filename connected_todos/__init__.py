@@ -58,6 +58,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # per-address rate limits and the audit log rely on the address.
     hops = app.config["TRUSTED_PROXIES"]
     web.init_app(app)
+    if not app.config["PUBLIC_URL"]:
+        web.log.warning(
+            "PUBLIC_URL is not set: the issuer is the request's own origin, which must be a loopback "
+            "address (%s). Set PUBLIC_URL to the app's public https origin to serve it anywhere else.",
+            ", ".join(settings.LOOPBACK_HOSTS),
+        )
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     app.session_interface = web.SessionInterface()
     web.login_manager.user_loader(load_member)
@@ -92,6 +98,7 @@ def prepare_database(app: Flask) -> None:
         upgrade_database()  # production upgrades in the release phase: flask db upgrade
     if sa.inspect(db.engine).has_table(SigningKey.__tablename__):
         current_signing_key()
+        operators.ensure_playground_client(app.config["PUBLIC_URL"])
         if app.config["SEED_DEMO"]:
             seed_demo()
     db.engine.dispose()  # gunicorn forks after this; workers must not share connections

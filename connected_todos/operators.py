@@ -27,6 +27,8 @@ from flask_login import login_required
 
 from .models import AuditEvent
 from .models import Client
+from .models import Member
+from .models import Organization
 from .models import RejectedRedirect
 from .models import db
 from .models import keyset_page
@@ -41,6 +43,7 @@ from .registry import remove_redirect_uri
 from .registry import start_secret_rotation
 from .rules import ClientMetadataError
 from .rules import redirect_uri_problem
+from .settings import LOOPBACK_HOSTS
 from .web import issuer
 
 bp = Blueprint("operators", __name__)
@@ -58,7 +61,8 @@ def operator_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @login_required
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if not current_user.is_operator:
-            abort(403, "Only operators can open this page. Ask one to run: flask --app app make-operator EMAIL")
+            command = f"flask --app app make-operator --org {current_user.organization.slug} {current_user.email}"
+            abort(403, f"Only operators can open this page. An operator can make you one with: {command}")
         return view(*args, **kwargs)
 
     return wrapped
@@ -104,7 +108,13 @@ def setup() -> Response:
         sa.select(Client).where(Client.client_id != PLAYGROUND_CLIENT_ID).order_by(Client.created_at.desc())
     ).all()
     rows = [(client, connected_members(client)) for client in clients]
-    return no_store(render_template("setup.html", clients=rows, base=issuer()))
+    operators = db.session.execute(
+        sa.select(Member, Organization.name)
+        .join(Organization, Organization.id == Member.organization_id)
+        .where(Member.is_operator)
+        .order_by(Organization.name, Member.email)
+    ).all()
+    return no_store(render_template("setup.html", clients=rows, operators=operators, base=issuer()))
 
 
 @bp.route("/setup/gpt", methods=["POST"])
@@ -204,32 +214,36 @@ def audit_log() -> Response:
     )
 
 
-def playground_client() -> Client:
-    """The built-in first-party public client, with this deployment's callback URL."""
-    callback = f"{issuer()}/playground/callback"
+def playground_redirect_uris(public_url: str) -> list[str]:
+    """The playground's callback, fixed by the configuration, never by a request (RFC 9700 §4.1):
+    under PUBLIC_URL, or on a loopback address at any port (RFC 8252 §7.3) in development."""
+    if public_url:
+        return [f"{public_url}/playground/callback"]
+    return [f"http://{host}/playground/callback" for host in LOOPBACK_HOSTS]
+
+
+def ensure_playground_client(public_url: str) -> None:
+    """Register the built-in first-party public client at start-up, or bring its callback in line
+    with PUBLIC_URL. No request can change it."""
+    redirect_uris = playground_redirect_uris(public_url)
     client = query_client(PLAYGROUND_CLIENT_ID)
     try:
         if client is None:
-            client, _ = register_client(
-                "Playground", [callback], public=True, first_party=True, client_id=PLAYGROUND_CLIENT_ID
-            )
-        elif callback not in client.redirect_uris:
-            client.redirect_uris = [*client.redirect_uris, callback]
+            register_client("Playground", redirect_uris, public=True, first_party=True, client_id=PLAYGROUND_CLIENT_ID)
+        elif client.redirect_uris != redirect_uris:
+            client.redirect_uris = redirect_uris
             db.session.commit()
     except sa.exc.IntegrityError:  # another worker created it first
         db.session.rollback()
-        return playground_client()
-    return client
 
 
 @bp.route("/playground")
 @bp.route("/playground/callback", endpoint="playground_callback")
 def playground() -> str:
     """Walk the OAuth flow one step at a time in the browser, without ChatGPT."""
-    client = playground_client()
     return render_template(
         "playground.html",
-        client_id=client.client_id,
+        client_id=PLAYGROUND_CLIENT_ID,
         base=issuer(),
         redirect_uri=f"{issuer()}/playground/callback",
         scope="openid profile email todos:read todos:write",

@@ -24,6 +24,8 @@ DEFAULT_MCP_ORIGINS = (
     "http://127.0.0.1:6274",
 )
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+
 # Each limit may be overridden from the environment, e.g. RATE_LIMIT_API="100 per second".
 RATE_LIMITS = {
     "LOGIN_RATE_LIMIT": ("RATE_LIMIT_LOGIN", "20 per minute"),  # per IP address
@@ -73,11 +75,15 @@ def check(config: dict[str, Any], instance_path: str) -> None:
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
             )
         config["SECRET_KEY"] = development_secret_key(instance_path)
-    if production and not config["PUBLIC_URL"]:
+    if not config["PUBLIC_URL"]:
         # The issuer must not follow a Host or X-Forwarded-Host header an attacker chose (RFC 9700 §4.13).
-        raise SystemExit(
-            "PUBLIC_URL is not set. Set it to the app's public https origin, e.g. https://todos.example.com."
-        )
+        if production:
+            raise SystemExit(
+                "PUBLIC_URL is not set. Set it to the app's public https origin, e.g. https://todos.example.com."
+            )
+        # Development without PUBLIC_URL: the issuer is the request's origin, so only a loopback
+        # origin may be one (Flask refuses any other Host with a 400).
+        config["TRUSTED_HOSTS"] = list(LOOPBACK_HOSTS)
 
 
 def database_url(url: str | None, instance_path: str) -> str:

@@ -35,6 +35,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import SecurityError
 
 from .models import db
 from .rules import MAX_PARAMETER_LENGTH
@@ -218,9 +219,10 @@ PAGE_TITLES = {
 }
 
 
-def protocol_error(status: int, message: str) -> Response:
+def protocol_error(status: int, message: str, page: bool = True) -> Response:
     """An error in the format of the protocol the path speaks: OAuth JSON (RFC 6749 §5.2),
-    JSON-RPC for /mcp, the API's JSON, or a readable page for a person."""
+    JSON-RPC for /mcp, the API's JSON, or a readable page for a person (plain text when ``page``
+    is False: a request whose host is refused cannot build the page's links)."""
     path = request.path
     if path.startswith(("/oauth/", "/.well-known/")):
         response = jsonify({"error": OAUTH_ERRORS.get(status, "invalid_request"), "error_description": message})
@@ -231,9 +233,11 @@ def protocol_error(status: int, message: str) -> Response:
     elif path.startswith("/api/"):
         code = {404: "not_found", 429: "rate_limited", 503: "unavailable"}.get(status, "invalid_request")
         response = jsonify({"error": code, "message": message})
-    else:
+    elif page:
         title = PAGE_TITLES.get(status, "Something went wrong")
         response = Response(render_template("error.html", title=title, message=message))
+    else:
+        response = Response(message + "\n", mimetype="text/plain")
     response.status_code = status
     return response
 
@@ -250,6 +254,12 @@ def http_error(error: HTTPException) -> Response:
     if valid_methods := getattr(error, "valid_methods", None):  # 405 names what is allowed
         response.headers["Allow"] = ", ".join(valid_methods)
     return response
+
+
+def untrusted_host(error: SecurityError) -> Response:
+    """A Host this app does not answer for: without PUBLIC_URL, only a loopback one (RFC 9700 §4.13)."""
+    message = "This server answers only for its own address. Set PUBLIC_URL to serve it under another name."
+    return protocol_error(400, message, page=False)
 
 
 def database_unavailable(error: sa.exc.OperationalError) -> Response:
@@ -277,5 +287,6 @@ def init_app(app: Flask) -> None:
     app.before_request(reject_unstorable_input)
     app.after_request(security_headers)
     app.register_error_handler(CSRFError, csrf_error)
+    app.register_error_handler(SecurityError, untrusted_host)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(sa.exc.OperationalError, database_unavailable)

@@ -28,7 +28,6 @@ from urllib.parse import parse_qs
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
-import flask_migrate
 import pytest
 import requests
 import sqlalchemy as sa
@@ -53,12 +52,14 @@ MCP_VERSION = {"MCP-Protocol-Version": "2025-11-25"}
 GPT_CALLBACK = "https://chat.openai.com/aip/g-0635bc4d3822cb8e34e6970c89332f8fe4fbd28b/oauth/callback"
 
 
-def reset_database() -> None:
-    """Drop every table, then build the schema the way deployments do: with the migrations."""
-    db.drop_all()
-    with db.engine.begin() as connection:
-        connection.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-    flask_migrate.upgrade()
+def empty_database(url: str) -> None:
+    """Drop every table a previous run left, so that the app builds its schema the way
+    deployments do: with the migrations, when it starts."""
+    engine = sa.create_engine(url)
+    tables = sa.MetaData()
+    tables.reflect(engine)
+    tables.drop_all(engine)
+    engine.dispose()
 
 
 def test_config(database_url: str) -> dict:
@@ -80,12 +81,9 @@ def test_config(database_url: str) -> dict:
 @pytest.fixture(scope="session")
 def app(tmp_path_factory):
     database_url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db')}/test.db"
-    flask_app = create_app(test_config(database_url))
-    with flask_app.app_context():
-        reset_database()
-        forget_keys()  # the keys parsed at start-up belong to the dropped tables
-        current_signing_key()
-    return flask_app
+    config = test_config(database_url)
+    empty_database(config["SQLALCHEMY_DATABASE_URI"])
+    return create_app(config)
 
 
 @pytest.fixture(scope="session")
@@ -247,7 +245,7 @@ def org(world) -> Org:
 @pytest.fixture
 def operator(app, base_url, org) -> Person:
     """The org's admin, made an operator of this deployment, signed in."""
-    result = app.test_cli_runner().invoke(args=["make-operator", org.admin_email])
+    result = app.test_cli_runner().invoke(args=["make-operator", "--org", org.slug, org.admin_email])
     assert result.exit_code == 0, result.output
     person = Person(base_url, org.admin_email)
     person.login()

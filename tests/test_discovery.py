@@ -38,11 +38,13 @@ def test_both_metadata_documents_are_the_same_and_valid(base_url):
     OpenIDProviderMetadata(oidc).validate()
 
 
-def test_the_issuer_follows_the_proxy_headers(base_url):
-    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "todos.example.com"}
-    metadata = requests.get(f"{base_url}/.well-known/openid-configuration", headers=headers).json()
-    assert metadata["issuer"] == "https://todos.example.com"
-    assert metadata["jwks_uri"] == "https://todos.example.com/.well-known/jwks.json"
+def test_without_public_url_the_issuer_is_the_loopback_origin_and_no_other_host_is_served(base_url):
+    # RFC 9700 §4.13: an issuer taken from the request may only ever be a loopback origin.
+    metadata = requests.get(f"{base_url}/.well-known/openid-configuration").json()
+    assert metadata["issuer"] == base_url and metadata["jwks_uri"] == f"{base_url}/.well-known/jwks.json"
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "todos.example.com"}
+    refused = requests.get(f"{base_url}/.well-known/openid-configuration", headers=forged)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_request"
 
 
 def test_public_url_sets_the_issuer_without_a_trailing_slash(app, base_url):

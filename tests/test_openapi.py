@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from conftest import setting
 from openapi_spec_validator import validate
 
 from connected_todos.api import OPENAPI_BASE_URL
@@ -91,10 +92,13 @@ def test_spec_routes_and_api_routes_are_the_same(app, document):
 def test_the_served_document_names_this_deployment(base_url):
     served = yaml.safe_load(requests.get(f"{base_url}/openapi.yaml").text)
     assert served["servers"] == [{"url": base_url}]
-    behind_proxy = requests.get(
-        f"{base_url}/openapi.yaml", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "todos.example.com"}
-    )
-    document = yaml.safe_load(behind_proxy.text)
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "todos.example.com"}
+    assert requests.get(f"{base_url}/openapi.yaml", headers=forged).status_code == 400  # RFC 9700 §4.13
+
+
+def test_the_served_document_names_public_url_whatever_the_host_header(app, base_url):
+    with setting(app, "PUBLIC_URL", "https://todos.example.com"):
+        document = yaml.safe_load(requests.get(f"{base_url}/openapi.yaml").text)
     assert document["servers"] == [{"url": "https://todos.example.com"}]
     flow = document["components"]["securitySchemes"]["oauth2"]["flows"]["authorizationCode"]
     assert flow["authorizationUrl"] == "https://todos.example.com/idp"

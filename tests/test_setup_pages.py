@@ -210,6 +210,5 @@ def test_the_playground_is_a_first_party_public_client_with_this_deployments_cal
 def test_the_playground_is_not_managed_from_setup(base_url, operator):
     from connected_todos.operators import PLAYGROUND_CLIENT_ID
 
-    requests.get(base_url + "/playground")  # the playground's own client exists from here on
     assert operator.get(f"/setup/clients/{PLAYGROUND_CLIENT_ID}").status_code == 404
     assert PLAYGROUND_CLIENT_ID not in operator.get("/setup").text
