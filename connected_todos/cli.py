@@ -110,15 +110,19 @@ def add_redirect_uri_command(client_id: str, uri: str) -> None:
 
 
 @cli.command("make-operator")
+@click.option("--org", "slug", required=True, help="The member's organization: an email is unique only within one.")
 @click.argument("email")
-def make_operator_command(email: str) -> None:
-    """Let a member open /setup and manage the connected apps."""
-    members = db.session.scalars(sa.select(Member).where(Member.email == normalize_email(email))).all()
-    if not members:
-        raise click.ClickException(f"No member with the email {email}.")
-    for member in members:
-        make_operator(member)
-    click.echo(f"{email} is an operator.")
+def make_operator_command(slug: str, email: str) -> None:
+    """Let one member, named by organization and email, open /setup and manage the connected apps."""
+    member = db.session.scalar(
+        sa.select(Member)
+        .join(Organization, Organization.id == Member.organization_id)
+        .where(Organization.slug == slug, Member.email == normalize_email(email))
+    )
+    if member is None:
+        raise click.ClickException(f"{email} is not a member of the organization {slug}.")
+    make_operator(member)
+    click.echo(f"{member.email} of {slug} is an operator.")
 
 
 @cli.command("create-org")

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 from werkzeug.security import check_password_hash
-from werkzeug.security import generate_password_hash
 
 from .rules import DEFAULT_CLIENT_SCOPE
 from .rules import decode_cursor
@@ -62,6 +61,22 @@ class Organization(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+PASSWORD_METHOD = (2**15, 8, 1)  # scrypt's n, r and p: Werkzeug's default
+
+
+def password_hash(email: str, password: str) -> str:
+    """scrypt with a salt drawn from the email, in Werkzeug's format (check_password_hash reads it).
+
+    Members of several organizations may share an email, each with a password of their own. With
+    one salt for the email, a login computes one scrypt and compares it with every account that
+    shares the email, so that a login costs the same whether the email has one account or ten.
+    The salt is unique to the email and never needs to be secret."""
+    n, r, p = PASSWORD_METHOD
+    salt = "email." + hashlib.sha256(f"connected-todos:{email}".encode()).hexdigest()[:32]
+    digest = hashlib.scrypt(password.encode(), salt=salt.encode(), n=n, r=r, p=p, maxmem=132 * n * r * p)
+    return f"scrypt:{n}:{r}:{p}${salt}${digest.hex()}"
+
+
 class Member(UserMixin, db.Model):
     __table_args__ = (sa.UniqueConstraint("organization_id", "email"),)
 
@@ -79,7 +94,7 @@ class Member(UserMixin, db.Model):
     organization: Mapped[Organization] = relationship()
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)  # Werkzeug's default: scrypt
+        self.password_hash = password_hash(self.email, password)
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -35,10 +35,10 @@ from .models import Member
 from .models import db
 from .registry import apps_connected_by
 from .registry import audit
+from .registry import authenticate_members
 from .registry import create_member
 from .registry import create_organization
 from .registry import delete_member
-from .registry import members_with_password
 from .registry import query_client
 from .registry import replace_password
 from .registry import revoke_grants
@@ -157,7 +157,7 @@ def login() -> Any:
     """Log a member in with email and password."""
     if request.method == "POST":
         email = normalize_email(request.form.get("email", ""))
-        matches = members_with_password(email, request.form.get("password", ""))
+        matches = authenticate_members(email, request.form.get("password", ""))
         if len(matches) == 1:
             audit("login_succeeded", matches[0])
             start_session(matches[0])

@@ -70,7 +70,7 @@ def test_refresh_reuse_and_registration_are_audited(base_url, world, org):
 
 
 def test_operators_read_and_filter_the_audit_log(app, base_url, org, gpt):
-    assert app.test_cli_runner().invoke(args=["make-operator", org.admin_email]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["make-operator", "--org", org.slug, org.admin_email]).exit_code == 0
     operator = Person(base_url, org.admin_email)
     operator.login()
     callback_params(Person(base_url, org.member_email).authorize(gpt_params(gpt)))
@@ -91,7 +91,7 @@ def test_operators_read_and_filter_the_audit_log(app, base_url, org, gpt):
 
 
 def test_the_audit_log_filters_by_address_and_pages_back_in_time(app, base_url, org, world):
-    assert app.test_cli_runner().invoke(args=["make-operator", org.admin_email]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["make-operator", "--org", org.slug, org.admin_email]).exit_code == 0
     operator = Person(base_url, org.admin_email)
     operator.login()
     actor = f"pager-{org.slug}@example.test"
@@ -113,7 +113,7 @@ def test_the_audit_log_filters_by_address_and_pages_back_in_time(app, base_url, 
 
 
 def test_setup_changes_are_audited(app, base_url, org, world):
-    assert app.test_cli_runner().invoke(args=["make-operator", org.admin_email]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["make-operator", "--org", org.slug, org.admin_email]).exit_code == 0
     operator = Person(base_url, org.admin_email)
     operator.login()
     created = operator.post("/setup/gpt", {"csrf_token": csrf_of(operator.get("/setup").text), "name": "Audited"})
@@ -168,7 +168,7 @@ def test_changes_made_at_the_command_line_are_audited_too(app, world):
     slug = run("create-org", "--name", "Scripted Org").strip()
     email = f"scripted@{slug}.test"
     run("create-member", "--org", slug, "--email", email, "--password", PASSWORD, "--role", "admin")
-    run("make-operator", email)
+    run("make-operator", "--org", slug, email)
     rows = world.sql(sa.text("SELECT event, detail FROM audit_event WHERE actor = :a ORDER BY id"), a=email).all()
     assert [tuple(row) for row in rows] == [
         ("member_added", "as admin, by the command line"),
@@ -190,7 +190,7 @@ def test_pruned_registrations_are_audited(app, base_url, world):
 
 
 def test_exactly_one_page_of_events_offers_no_older_page(app, base_url, org):
-    assert app.test_cli_runner().invoke(args=["make-operator", org.admin_email]).exit_code == 0
+    assert app.test_cli_runner().invoke(args=["make-operator", "--org", org.slug, org.admin_email]).exit_code == 0
     operator = Person(base_url, org.admin_email)
     operator.login()
     actor = f"exact-{org.slug}@example.test"

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+import sqlalchemy as sa
 from conftest import PASSWORD
 from conftest import bearer
 
@@ -78,7 +79,7 @@ def callback_server():
     server.shutdown()
 
 
-def test_the_whole_gpt_journey_in_a_browser(app, base_url, browser, callback_server):
+def test_the_whole_gpt_journey_in_a_browser(app, base_url, world, browser, callback_server):
     email = f"founder-{uuid.uuid4().hex[:8]}@browser.test"
     operator = browser.new_context(viewport={"width": 1100, "height": 900})
     page = operator.new_page()
@@ -94,7 +95,9 @@ def test_the_whole_gpt_journey_in_a_browser(app, base_url, browser, callback_ser
     assert page.get_by_role("heading", name="Browser Org todos").is_visible()
 
     # 2. /setup creates a GPT client (the new admin is made an operator first).
-    assert app.test_cli_runner().invoke(args=["make-operator", email]).exit_code == 0
+    query = "SELECT o.slug FROM organization o JOIN member m ON m.organization_id = o.id WHERE m.email = :e"
+    slug = world.sql(sa.text(query), e=email).scalar()
+    assert app.test_cli_runner().invoke(args=["make-operator", "--org", slug, email]).exit_code == 0
     page.goto(f"{base_url}/setup")
     page.get_by_role("button", name="Create the GPT's credentials").click()
     client_id = page.locator("#client-id").input_value()

@@ -3,8 +3,13 @@
 import json
 
 import requests
+import sqlalchemy as sa
 from conftest import PASSWORD
 from conftest import Person
+
+from connected_todos.models import Organization
+from connected_todos.models import db
+from connected_todos.registry import create_member
 
 
 def run(app, *args):
@@ -129,3 +134,31 @@ def test_rotate_client_secret_also_ends_a_rotation_under_way(app, base_url, gpt,
     replaced = result.output.split("client_secret: ")[1].strip()
     assert introspect(base_url, Client(gpt.client_id, pending, ""), tokens["access_token"]).status_code == 401
     assert introspect(base_url, Client(gpt.client_id, replaced, ""), tokens["access_token"]).status_code == 200
+
+
+def test_make_operator_names_one_member_by_organization_and_email(app, world):
+    # An email is unique only within an organization, and sign-up is open: a stranger may hold
+    # the same email elsewhere, and must not become an operator with the intended member.
+    intended, stranger = world.org(), world.org()
+    email = f"bob-{intended.slug}@acme.test"
+    with app.app_context():
+        for org in (intended, stranger):
+            create_member(db.session.get(Organization, org.id), email, "Bob", PASSWORD, "member")
+        db.session.commit()
+    assert run(app, "make-operator", email).exit_code != 0  # which Bob? --org is required
+    promoted = run(app, "make-operator", "--org", intended.slug, email)
+    assert promoted.exit_code == 0, promoted.output
+    rows = world.sql(
+        sa.text(
+            "SELECT o.slug, m.is_operator FROM member m JOIN organization o ON o.id = m.organization_id "
+            "WHERE m.email = :e"
+        ),
+        e=email,
+    ).all()
+    assert {slug: bool(flag) for slug, flag in rows} == {intended.slug: True, stranger.slug: False}
+    assert run(app, "make-operator", "--org", "no-such-org", email).exit_code != 0
+
+
+def test_setup_lists_the_operators(operator, org):
+    page = operator.get("/setup").text
+    assert "Operators" in page and org.admin_email in page

@@ -1,16 +1,24 @@
 """The login pages, after OWASP's Authentication, Session Management and Credential Stuffing cheat
 sheets: throttling, no account enumeration, scrypt, a new session at login, and safe cookies."""
 
+import hashlib
 import statistics
 import time
+import uuid
 
 import pytest
 import requests
+import sqlalchemy as sa
 from conftest import PASSWORD
 from conftest import Person
 from conftest import csrf_of
 from conftest import failed_login
 from conftest import setting
+from werkzeug.security import generate_password_hash
+
+from connected_todos.models import db
+from connected_todos.registry import create_member
+from connected_todos.registry import create_organization
 
 
 @pytest.mark.parametrize("email_kind", ["known", "unknown"])
@@ -46,8 +54,6 @@ def test_successful_logins_do_not_count_against_the_account(app, base_url, org):
 
 
 def test_passwords_are_hashed_with_scrypt(world, org):
-    import sqlalchemy as sa
-
     stored = world.sql(sa.text("SELECT password_hash FROM member WHERE email = :e"), e=org.admin_email).scalar()
     assert stored.startswith("scrypt:")
 
@@ -117,3 +123,36 @@ def test_a_session_cookie_replayed_from_another_browser_is_dropped(base_url, org
     thief.cookies.update(person.http.cookies)
     stolen = thief.get(f"{base_url}/todos", headers={"User-Agent": "another-browser/1.0"}, allow_redirects=False)
     assert stolen.status_code == 302 and stolen.headers["Location"].startswith("/login")
+
+
+def scrypt_calls_of_a_failed_login(app, monkeypatch, email: str) -> int:
+    calls = []
+    real = hashlib.scrypt
+    monkeypatch.setattr(hashlib, "scrypt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    client = app.test_client()
+    token = csrf_of(client.get("/login").text)
+    assert client.post("/login", data={"csrf_token": token, "email": email, "password": "wrong"}).status_code == 200
+    monkeypatch.undo()
+    return len(calls)
+
+
+def test_a_failed_login_costs_one_scrypt_however_many_accounts_share_the_email(app, monkeypatch, world):
+    # OWASP ASVS 2.2: the time of a failed login tells nothing about how many organizations an
+    # email belongs to (it was one scrypt per account: 149 ms for four against 77 ms for one).
+    shared = f"shared-{uuid.uuid4().hex[:8]}@example.test"
+    alone = f"alone-{uuid.uuid4().hex[:8]}@example.test"
+    with app.app_context():
+        for n in range(4):
+            create_member(create_organization(f"Shared {n} {shared}"), shared, "Sam", PASSWORD, "member")
+        create_member(create_organization(f"Alone {alone}"), alone, "Al", PASSWORD, "member")
+        db.session.commit()
+    costs = [scrypt_calls_of_a_failed_login(app, monkeypatch, email) for email in (shared, alone, "no@one.test")]
+    assert costs == [1, 1, 1]
+
+
+def test_a_password_hash_from_before_email_salts_still_works_and_is_remade(base_url, world, org):
+    legacy = generate_password_hash(PASSWORD)  # Werkzeug's random salt
+    world.sql(sa.text("UPDATE member SET password_hash = :h WHERE email = :e"), h=legacy, e=org.member_email)
+    assert Person(base_url, org.member_email).login().status_code == 302
+    remade = world.sql(sa.text("SELECT password_hash FROM member WHERE email = :e"), e=org.member_email).scalar()
+    assert remade != legacy and remade.startswith("scrypt:32768:8:1$email.")
