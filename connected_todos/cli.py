@@ -37,6 +37,7 @@ from .registry import replace_client_secret
 from .rules import DEFAULT_CLIENT_SCOPE
 from .rules import ROLES
 from .rules import ClientMetadataError
+from .rules import check_client_metadata
 from .rules import member_problem
 from .rules import name_problem
 from .rules import normalize_email
@@ -157,6 +158,23 @@ def create_member_command(slug: str, email: str, password: str, name: str | None
     except sa.exc.IntegrityError:
         raise click.ClickException(f"{email} is already a member of {slug}.") from None
     click.echo(f"{member.email} is a{'n' if role == 'admin' else ''} {role} of {org.slug}")
+
+
+@cli.command("check-registry")
+def check_registry_command() -> None:
+    """Report apps registered before today's rules whose name, redirect URIs or scope break them."""
+    problems = 0
+    for client in db.session.scalars(sa.select(Client).order_by(Client.id)):
+        parts = [{"name": client.name, "scope": client.scope}] + [{"redirect_uris": [u]} for u in client.redirect_uris]
+        for part in parts:
+            try:
+                check_client_metadata(**part)
+            except ClientMetadataError as error:
+                problems += 1
+                click.echo(f"{client.client_id}  {client.name[:40]!r}: {error.sentence}")
+    if problems:
+        raise click.ClickException(f"{problems} problem(s). Fix each with /setup or the commands above.")
+    click.echo("Every registered app follows the rules.")
 
 
 @cli.command("prune-clients")

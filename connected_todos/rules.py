@@ -60,6 +60,62 @@ URI_MAX = 500
 UNSAFE_SCHEMES = {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "ftp", "ws", "wss"}
 
 
+# RFC 3986 §2: what a URI may contain at all; anything else (spaces, CR/LF, quotes, <, >, \, non-ASCII)
+# is not a URI, and must never reach a header or a page as if it were one.
+URI_CHARACTERS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+# RFC 3986 §3.2.2 reg-name, as DNS names have it (RFC 1123 §2.1): labels of letters, digits and
+# inner hyphens, 63 characters at most, 253 in all. No "*", no ";", no space: nothing but a host.
+DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` (as urlsplit gives it: lower-case, IPv6 without brackets) is not a valid host."""
+    try:
+        ip_address(host)
+        return None
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if len(host) > 253 or not all(DNS_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        return "must name a valid host (RFC 3986 §3.2.2)"
+    return None
+
+
+def parse_uri(uri: str) -> tuple[str, str | None, int | None]:
+    """The scheme, host and port of an absolute URI, checked strictly; ValueError says what is wrong."""
+    if not URI_CHARACTERS.fullmatch(uri):
+        raise ValueError("must use only the characters of a URI (RFC 3986 §2)")
+    parts = urlsplit(uri)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("must have a port from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("must have a port from 1 to 65535")
+    scheme = parts.scheme.lower()
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
+        raise ValueError("must be an absolute URI with a scheme")
+    if parts.netloc and (parts.username is not None or parts.password is not None):
+        raise ValueError("must not carry user information")
+    host = parts.hostname
+    if parts.netloc and (not host or (problem := host_problem(host))):
+        raise ValueError(problem if host else "must name a host")
+    return scheme, host, port
+
+
+def origin(uri: str) -> str | None:
+    """The origin of ``uri``, serialized from its checked parts (scheme://host[:port], or scheme:
+    for a native app's scheme), or None when it does not parse. Only this may reach a header."""
+    try:
+        scheme, host, port = parse_uri(uri)
+    except ValueError:
+        return None
+    if not host:
+        return f"{scheme}:"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" + (f":{port}" if port is not None else "")
+
+
 def is_loopback_host(host: str | None) -> bool:
     if host == "localhost":
         return True
@@ -72,12 +128,11 @@ def is_loopback_host(host: str | None) -> bool:
 def redirect_uri_problem(uri: str) -> str | None:
     """Why a redirect URI cannot be registered for a client, or None."""
     try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        return "is not a valid URI"
-    scheme = parts.scheme.lower()
-    if scheme == "https" and parts.hostname:
+        scheme, host, _ = parse_uri(uri)
+    except ValueError as error:
+        return str(error)
+    parts = urlsplit(uri)
+    if scheme == "https" and host:
         pass
     elif scheme == "http" and is_loopback_host(parts.hostname):
         pass  # RFC 8252 §7.3 loopback redirect for native apps
@@ -87,8 +142,6 @@ def redirect_uri_problem(uri: str) -> str | None:
         return "must be https, http on a loopback address, or a native app's own scheme"
     if parts.fragment or "#" in uri:
         return "must not have a fragment (RFC 6749 §3.1.2)"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry user information"
     if len(uri) > URI_MAX:
         return f"must be at most {URI_MAX} characters"
     return None

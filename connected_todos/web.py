@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Flask
@@ -39,6 +38,7 @@ from werkzeug.exceptions import SecurityError
 
 from .models import db
 from .rules import MAX_PARAMETER_LENGTH
+from .rules import origin
 from .rules import storable
 
 csrf = CSRFProtect()
@@ -175,10 +175,7 @@ def read_json() -> Any:
 def content_security_policy(form_redirects: Iterable[str] = ()) -> str:
     """The pages' CSP. form-action also governs the redirects after a form is sent, so a page
     whose form leads on to a client's redirect URI (consent, login) names that origin."""
-    sources = set()
-    for uri in form_redirects:
-        parts = urlsplit(uri)
-        sources.add(f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") else f"{parts.scheme}:")
+    sources = {source for uri in form_redirects if (source := origin(uri))}  # from checked parts only
     form_action = " ".join(["'self'", *sorted(sources)])
     return f"default-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 

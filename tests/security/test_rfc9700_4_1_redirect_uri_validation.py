@@ -1,12 +1,15 @@
 """RFC 9700 §4.1 and §2.1: redirect URIs are compared exactly (RFC 6749 §3.1.2.3), and without a known
 client and a registered redirect URI the authorization endpoint never redirects (RFC 6749 §4.1.2.1)."""
 
+import json
 from urllib.parse import urlencode
 
 import pytest
 import requests
+import sqlalchemy as sa
 from conftest import GPT_CALLBACK
 from conftest import Person
+from conftest import csrf_of
 from conftest import gpt_params
 from conftest import idp
 from conftest import pkce_pair
@@ -116,3 +119,64 @@ def test_loopback_matching_still_checks_host_path_and_userinfo(base_url, world, 
 def test_unsafe_redirect_uris_are_refused(base_url, uri):
     response = register(base_url, redirect_uris=[uri])
     assert response.status_code == 400 and response.json()["error"] == "invalid_redirect_uri"
+
+
+CSP_INJECTIONS = [
+    "https://x.example;frame-ancestors *;/cb",  # a directive in the host: framing allowed again
+    "https://x.example;frame-ancestors%20*/cb",
+    "https://x.example\tframe-ancestors/cb",
+    "https://x.example\r\nSet-Cookie: a=b/cb",
+    "https://*.example/cb",  # a wildcard is not a host
+    "https://x.example /cb",
+    "https://b\u00fccher.example/cb",  # IDNs register in their xn-- form
+    "https://x.example/c%zz",
+    "https://-x.example/cb",
+    "https://x..example/cb",
+    "https://999.1.1.1/cb",
+    "https://x.example:0/cb",
+    "https://x.example:99999/cb",
+    "cursor://bad host/cb",
+]
+
+
+@pytest.mark.parametrize("uri", CSP_INJECTIONS)
+def test_rfc3986_3_2_2_only_a_valid_host_is_registered_by_any_path(app, base_url, world, operator, uri):
+    assert register(base_url, redirect_uris=[uri]).json()["error"] == "invalid_redirect_uri"
+    cli = app.test_cli_runner().invoke(args=["create-client", "--name", "X", "--redirect-uri", uri])
+    assert cli.exit_code != 0
+    page = operator.get("/setup")
+    created = operator.post("/setup/gpt", {"csrf_token": csrf_of(page.text), "name": "X"})
+    client_id = created.text.split('id="client-id" readonly value="')[1].split('"')[0]
+    form = {"csrf_token": csrf_of(page.text), "redirect_uri": uri, "confirm": "yes"}
+    refused = operator.post(f"/setup/clients/{client_id}/redirect-uris", form)
+    assert refused.status_code == 302 and "must" in operator.get(refused.headers["Location"]).text
+    registered = world.sql(sa.text("SELECT redirect_uris FROM client WHERE client_id = :c"), c=client_id).scalar()
+    assert (json.loads(registered) if isinstance(registered, str) else registered) == []
+
+
+def test_a_header_gets_the_origin_from_parsed_parts_even_for_a_row_from_before_the_rules(base_url, org, world):
+    # A client stored before the rules (or written straight into the database) still cannot
+    # put a directive into the consent page's CSP: form-action is serialized from checked parts.
+    client = world.client(redirect_uris=("https://ok.example/cb",))
+    bad = CSP_INJECTIONS[0]
+    update = sa.text("UPDATE client SET redirect_uris = :u WHERE client_id = :c")
+    world.sql(update, u=json.dumps([bad]), c=client.client_id)
+    person = Person(base_url, org.admin_email)
+    page = person.authorize(gpt_params(client, redirect_uri=bad), decision=None)
+    assert page.status_code == 200 and 'name="decision"' in page.text
+    policy = page.headers["Content-Security-Policy"]
+    directives = [d.split()[0] for d in policy.split(";") if d.strip()]
+    assert directives.count("frame-ancestors") == 1 and "frame-ancestors 'none'" in policy and "*" not in policy
+    world.sql(sa.text("DELETE FROM client WHERE client_id = :c"), c=client.client_id)
+
+
+def test_check_registry_reports_apps_that_break_todays_rules(app, world):
+    client = world.client(redirect_uris=("https://ok.example/cb",), name="Old app")
+    world.sql(
+        sa.text("UPDATE client SET redirect_uris = :u WHERE client_id = :c"),
+        u=json.dumps(["https://*.example/cb"]),
+        c=client.client_id,
+    )
+    result = app.test_cli_runner().invoke(args=["check-registry"])
+    assert result.exit_code != 0 and client.client_id in result.output and "*.example" in result.output
+    world.sql(sa.text("DELETE FROM client WHERE client_id = :c"), c=client.client_id)
