@@ -11,6 +11,8 @@ import os
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_cors import CORS
 from flask_migrate import Migrate
@@ -28,10 +30,8 @@ from .cli import cli
 from .cli import seed_demo
 from .grants import server
 from .keys import current_signing_key
-from .models import SigningKey
 from .models import db
 from .oauth import save_token
-from .registry import load_member
 from .registry import query_client
 from .rules import NAME_MAX
 from .todos import TITLE_MAX
@@ -66,7 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         )
     app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
     app.session_interface = web.SessionInterface()
-    web.login_manager.user_loader(load_member)
+    web.login_manager.user_loader(pages.load_member)
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(ROOT, "migrations"))
     # Browser-based MCP clients (the MCP Inspector) call these cross-origin, without cookies.
@@ -91,17 +91,25 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def prepare_database(app: Flask) -> None:
-    """Outside production, upgrade the schema; make the first signing key, and the demo data."""
+    """Outside production, upgrade the schema. Once it is current, make the first signing key, the
+    playground's client and the demo data."""
     if db.engine.dialect.name == "sqlite":
         sa.event.listen(db.engine, "connect", sqlite_pragmas)
     if app.config["APP_ENV"] != "production":
         upgrade_database()  # production upgrades in the release phase: flask db upgrade
-    if sa.inspect(db.engine).has_table(SigningKey.__tablename__):
+    if schema_is_current():  # otherwise this is `flask db upgrade` itself, about to bring it up to date
         current_signing_key()
         operators.ensure_playground_client(app.config["PUBLIC_URL"])
         if app.config["SEED_DEMO"]:
             seed_demo()
     db.engine.dispose()  # gunicorn forks after this; workers must not share connections
+
+
+def schema_is_current() -> bool:
+    """Whether the database is at the newest migration, so that the models match its tables."""
+    with db.engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+    return set(current) == set(ScriptDirectory.from_config(migrate.get_config()).get_heads())
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

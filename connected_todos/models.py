@@ -107,6 +107,18 @@ class Member(UserMixin, db.Model):
         return self.id
 
 
+class MemberSession(db.Model):
+    """A browser's login, kept on the server so that it can end (OWASP ASVS 3.3.1 and 3.3.3): the
+    cookie carries a random id, and only its hash is stored, with the hash of the address and
+    browser it belongs to."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(sa.ForeignKey("member.id", ondelete="CASCADE"), index=True)
+    sid_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    binding: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Todo(db.Model):
     __table_args__ = (sa.Index("ix_todo_org_id", "organization_id", "id"),)
 

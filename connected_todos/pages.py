@@ -8,7 +8,6 @@ safe ``returnTo`` (RFC 9700 §4.11: no open redirect).
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -25,6 +24,7 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import login_user
@@ -39,9 +39,12 @@ from .registry import authenticate_members
 from .registry import create_member
 from .registry import create_organization
 from .registry import delete_member
+from .registry import end_session
+from .registry import open_session
 from .registry import query_client
 from .registry import replace_password
 from .registry import revoke_grants
+from .registry import session_member
 from .registry import set_role
 from .rules import ID_LIMIT
 from .rules import ROLES
@@ -81,12 +84,18 @@ def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+def load_member(member_id: str) -> Member | None:
+    """Flask-Login's loader: the member whose login this browser's session cookie carries."""
+    return session_member(member_id, session.get("sid"))
+
+
 def start_session(member: Member) -> None:
     """Log the member in with a fresh session, so that no pre-login session survives."""
-    db.session.commit()  # the audit record of the login
+    sid = open_session(member)
+    db.session.commit()  # the login, and its audit record
     session.clear()  # the session cookie is the session: clearing it renews it
     login_user(member)
-    session["sid"] = secrets.token_urlsafe(16)  # no two logins share a cookie, even within a second
+    session["sid"] = sid
     session["auth_time"] = int(time.time())
 
 
@@ -122,6 +131,7 @@ def index() -> str:
 
 
 @bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(configured_limit("SIGNUP_RATE_LIMIT"), methods=["POST"])
 def signup() -> Any:
     """Create an organization and its first admin."""
     if request.method == "POST":
@@ -141,8 +151,8 @@ def signup() -> Any:
     return render_template("signup.html")
 
 
-def failed_login(response: Response) -> bool:
-    return response.status_code == 200  # a failed attempt shows the form again
+def failed_attempt(response: Response) -> bool:
+    return response.status_code == 200  # a failed login or password change shows the form again
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -150,8 +160,8 @@ def failed_login(response: Response) -> bool:
 @limiter.limit(
     configured_limit("LOGIN_ACCOUNT_RATE_LIMIT"),
     methods=["POST"],
-    key_func=lambda: "account:" + normalize_email(request.form.get("email", "")),
-    deduct_when=failed_login,
+    key_func=lambda: f"account:{normalize_email(request.form.get('email', ''))}:{get_remote_address()}",
+    deduct_when=failed_attempt,
 )
 def login() -> Any:
     """Log a member in with email and password."""
@@ -195,7 +205,8 @@ def choose_organization() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
-    """Log the member out."""
+    """Log the member out: the login ends on the server too, so a copy of the cookie is worthless."""
+    end_session(session.get("sid"))
     logout_user()
     session.clear()
     return redirect(url_for("pages.index"))
@@ -319,6 +330,12 @@ def remove_member(member_id: int) -> Any:
 
 @bp.route("/settings/password", methods=["GET", "POST"])
 @login_required
+@limiter.limit(
+    configured_limit("PASSWORD_RATE_LIMIT"),
+    methods=["POST"],
+    key_func=lambda: f"password:{current_user.id}",
+    deduct_when=failed_attempt,
+)
 def change_password() -> Any:
     """Change the password; every app the member connected must be allowed again."""
     if request.method == "POST":

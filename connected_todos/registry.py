@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from .models import Client
 from .models import Consent
 from .models import Grant
 from .models import Member
+from .models import MemberSession
 from .models import Organization
 from .models import RejectedRedirect
 from .models import db
@@ -35,6 +37,7 @@ from .rules import DEFAULT_CLIENT_SCOPE
 from .rules import check_client_metadata
 from .rules import normalize_email
 from .rules import normalize_scope
+from .rules import redirect_uri_problem
 from .web import log
 
 AUDIT_EVENTS = (
@@ -135,9 +138,50 @@ def revoke_grants(
 # ---- Organizations and members -----------------------------------------------------------------
 
 
-def load_member(member_id: str) -> Member | None:
-    """Flask-Login's loader: the member a session names."""
-    return db.session.get(Member, int(member_id)) if member_id.isdigit() else None
+SESSION_LIFETIME = timedelta(days=30)
+
+
+def session_binding() -> str:
+    """The address (as the trusted proxies report it) and the browser that a login belongs to."""
+    return sha256(f"{request.remote_addr}|{request.headers.get('User-Agent', '')}")
+
+
+def open_session(member: Member) -> str:
+    """Record a new login for this browser; return the random id its cookie carries."""
+    sid = secrets.token_urlsafe(32)
+    expired = MemberSession.created_at <= utcnow() - SESSION_LIFETIME
+    db.session.execute(sa.delete(MemberSession).where(MemberSession.member_id == member.id, expired))
+    db.session.add(MemberSession(member_id=member.id, sid_hash=sha256(sid), binding=session_binding()))
+    return sid
+
+
+def session_member(member_id: str, sid: str | None) -> Member | None:
+    """The member a session cookie names, while that login is open, young enough, and used from
+    the address and browser it began in. A copied cookie works nowhere else."""
+    if not member_id.isdigit() or not sid:
+        return None
+    return db.session.scalar(
+        sa.select(Member)
+        .join(MemberSession, MemberSession.member_id == Member.id)
+        .where(
+            Member.id == int(member_id),
+            MemberSession.sid_hash == sha256(sid),
+            MemberSession.binding == session_binding(),
+            MemberSession.created_at > utcnow() - SESSION_LIFETIME,
+        )
+    )
+
+
+def end_session(sid: str | None) -> None:
+    """Logout: this login ends on the server, so its cookie is worthless from now on."""
+    if sid:
+        db.session.execute(sa.delete(MemberSession).where(MemberSession.sid_hash == sha256(sid)))
+        db.session.commit()
+
+
+def end_sessions(member: Member) -> None:
+    """End every login of the member, in every browser."""
+    db.session.execute(sa.delete(MemberSession).where(MemberSession.member_id == member.id))
 
 
 def slugify(name: str) -> str:
@@ -187,21 +231,24 @@ def authenticate_members(email: str, password: str) -> list[Member]:
 
 
 def replace_password(member: Member, password: str) -> None:
-    """A new password cuts off every app the member connected."""
+    """A new password ends every login and cuts off every app the member connected."""
     member.set_password(password)
+    end_sessions(member)
     revoke_grants("password_changed", member=member, forget_consent=True, detail="by the member")
     db.session.commit()
 
 
 def set_role(member: Member, role: str, by: Member) -> None:
-    """A new role cuts off every app the member connected: they must be allowed again."""
+    """A new role ends the member's logins and cuts off their apps: each must be allowed again."""
     member.role = role
+    end_sessions(member)
     revoke_grants("role_changed", member=member, forget_consent=True, actor=by.email, detail=f"to {role}")
     db.session.commit()
 
 
 def delete_member(member: Member, by: Member) -> None:
-    """Remove a member; their apps are cut off at once, and their todos stay, without a creator."""
+    """Remove a member; their logins and apps end at once, and their todos stay, without a creator."""
+    end_sessions(member)
     revoke_grants("member_removed", member=member, forget_consent=True, actor=by.email)
     db.session.delete(member)
     db.session.commit()
@@ -284,8 +331,16 @@ def remove_redirect_uri(client: Client, uri: str, by: Member) -> None:
     db.session.commit()
 
 
+REJECTED_REDIRECTS_KEPT = 10  # per client, the newest: what the app's page at /setup shows
+
+
 def record_rejected_redirect(client: Client, uri: str) -> None:
-    """Remember a redirect URI /idp refused, so that an operator can add it if it is the app's own."""
+    """Remember a redirect URI /idp refused for a registered client, so that an operator can add
+    it if it is the app's own (a GPT's callback changes with its settings). Anyone can send one,
+    so only a URI that could be registered is kept, a repeat only counts, and each client keeps
+    its newest few: the table cannot grow without bound. Nothing here ever registers a URI."""
+    if redirect_uri_problem(uri):
+        return
     row = db.session.scalar(
         sa.select(RejectedRedirect).where(RejectedRedirect.client_id == client.id, RejectedRedirect.redirect_uri == uri)
     )
@@ -293,6 +348,15 @@ def record_rejected_redirect(client: Client, uri: str) -> None:
         db.session.add(RejectedRedirect(client_id=client.id, redirect_uri=uri))
     else:
         row.count, row.last_seen_at = row.count + 1, utcnow()
+    db.session.flush()
+    newest = (
+        sa.select(RejectedRedirect.id)
+        .where(RejectedRedirect.client_id == client.id)
+        .order_by(RejectedRedirect.last_seen_at.desc(), RejectedRedirect.id.desc())
+        .limit(REJECTED_REDIRECTS_KEPT)
+    )
+    older = sa.delete(RejectedRedirect).where(RejectedRedirect.client_id == client.id)
+    db.session.execute(older.where(RejectedRedirect.id.not_in(newest.scalar_subquery())))
     db.session.commit()
 
 

@@ -276,7 +276,9 @@ def init_app(app: Flask) -> None:
     """Wire the extensions, the hooks and the error handlers into ``app``."""
     login_manager.init_app(app)
     login_manager.login_view = "pages.login"
-    login_manager.session_protection = "strong"
+    # Flask-Login's "strong" protection hashes the raw X-Forwarded-For header, which a client
+    # writes; registry.session_member binds a login to the address ProxyFix computed instead.
+    login_manager.session_protection = None
     csrf.init_app(app)
     limiter.init_app(app)
     configure_logging()

@@ -13,6 +13,7 @@ from conftest import PASSWORD
 from conftest import Person
 from conftest import csrf_of
 from conftest import failed_login
+from conftest import member_id
 from conftest import setting
 from werkzeug.security import generate_password_hash
 
@@ -156,3 +157,61 @@ def test_a_password_hash_from_before_email_salts_still_works_and_is_remade(base_
     assert Person(base_url, org.member_email).login().status_code == 302
     remade = world.sql(sa.text("SELECT password_hash FROM member WHERE email = :e"), e=org.member_email).scalar()
     assert remade != legacy and remade.startswith("scrypt:32768:8:1$email.")
+
+
+def copied(person: Person) -> requests.Session:
+    """Another HTTP session that presents the same session cookie, from the same browser."""
+    thief = requests.Session()
+    thief.cookies.update(person.http.cookies)
+    return thief
+
+
+def opens_todos(http: requests.Session, base_url: str, **headers) -> bool:
+    return http.get(f"{base_url}/todos", headers=headers, allow_redirects=False).status_code == 200
+
+
+def test_asvs_3_3_1_logout_ends_the_session_on_the_server(base_url, org):
+    person = Person(base_url, org.member_email)
+    person.login()
+    thief = copied(person)
+    assert opens_todos(thief, base_url)
+    person.post("/logout", {"csrf_token": csrf_of(person.get("/todos").text)})
+    assert not opens_todos(thief, base_url)
+
+
+def test_asvs_3_3_3_a_new_password_ends_every_other_session(base_url, world):
+    org = world.org()
+    here, elsewhere = Person(base_url, org.member_email), Person(base_url, org.member_email)
+    here.login()
+    elsewhere.login()
+    thief = copied(here)
+    page = here.get("/settings/password")
+    form = {"csrf_token": csrf_of(page.text), "current_password": PASSWORD, "new_password": PASSWORD + "!"}
+    assert here.post("/settings/password", form).status_code == 302
+    assert opens_todos(here.http, base_url)  # the browser that changed it stays in, with a new session
+    assert not opens_todos(elsewhere.http, base_url) and not opens_todos(thief, base_url)
+
+
+@pytest.mark.parametrize("change", ["role", "remove"])
+def test_a_role_change_or_a_removal_ends_the_members_sessions(base_url, org, change):
+    member = Person(base_url, org.member_email)
+    member.login()
+    admin = Person(base_url, org.admin_email)
+    admin.login()
+    page = admin.get("/members")
+    target = member_id(page.text, org.member_email)
+    form = {"csrf_token": csrf_of(page.text), "role": "admin"}
+    assert admin.post(f"/members/{target}/{change}", form).status_code == 302
+    assert not opens_todos(member.http, base_url)
+    assert opens_todos(admin.http, base_url)
+
+
+def test_a_forged_forwarded_for_cannot_carry_a_session_to_another_address(base_url, org):
+    # Flask-Login hashed the first X-Forwarded-For entry, which the client writes: a thief who
+    # named the victim's address there passed. Behind one trusted proxy, the proxy's entry counts.
+    victim = Person(base_url, org.member_email)
+    victim.http.headers["X-Forwarded-For"] = "198.51.100.7"
+    victim.login()
+    assert opens_todos(victim.http, base_url)
+    thief = copied(victim)
+    assert not opens_todos(thief, base_url, **{"X-Forwarded-For": "198.51.100.7, 203.0.113.9"})
