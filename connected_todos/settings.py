@@ -29,7 +29,12 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
 # Each limit may be overridden from the environment, e.g. RATE_LIMIT_API="100 per second".
 RATE_LIMITS = {
     "LOGIN_RATE_LIMIT": ("RATE_LIMIT_LOGIN", "20 per minute"),  # per IP address
+    # Failed logins per account and address: a guesser elsewhere slows down without locking the
+    # owner out, as a per-account count alone would.
     "LOGIN_ACCOUNT_RATE_LIMIT": ("RATE_LIMIT_LOGIN_ACCOUNT", "5 per minute; 30 per hour"),
+    "SIGNUP_RATE_LIMIT": ("RATE_LIMIT_SIGNUP", "10 per hour"),  # per IP address; each one costs an scrypt
+    # Wrong current passwords per member on the password page.
+    "PASSWORD_RATE_LIMIT": ("RATE_LIMIT_PASSWORD", "5 per minute; 20 per hour"),
     "TOKEN_RATE_LIMIT": ("RATE_LIMIT_TOKEN", "120 per minute"),
     # Failed client authentications per client_id and address, at the token, revocation and
     # introspection endpoints together; one short window, so a locked-out client recovers soon.
