@@ -37,6 +37,7 @@ from .oauth import InvalidTargetError
 from .oauth import OAuth2Request
 from .oauth import Revocation
 from .oauth import bind_resource
+from .oauth import lasting_access
 from .oauth import requested_resource
 from .oauth import user_info
 from .registration import Registration
@@ -122,6 +123,18 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             return None
         bind_resource(requested_resource(self.request, item.resource))
         return item
+
+    def generate_token(
+        self,
+        user: Member | None = None,
+        scope: str | None = None,
+        grant_type: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        """Overridden so that a refresh token comes only with lasting access (OIDC Core §11)."""
+        include_refresh_token = include_refresh_token and lasting_access(self.request.client, scope or "")
+        return super().generate_token(user, scope, grant_type, expires_in, include_refresh_token)
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         pass  # kept, marked used, so that a replay is recognised and answered

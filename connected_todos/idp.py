@@ -28,7 +28,6 @@ from flask import request
 from flask import session
 from flask import url_for
 from flask_login import current_user
-from flask_login import logout_user
 from werkzeug.datastructures import MultiDict
 
 from .grants import server
@@ -39,6 +38,7 @@ from .models import Member
 from .models import db
 from .oauth import CLIENT_AUTH_METHODS
 from .oauth import client_auth_limit
+from .oauth import lasting_access
 from .oauth import repeated_parameter_error
 from .oauth import user_info
 from .registry import audit
@@ -116,8 +116,9 @@ def needs_fresh_login(prompts: list[str]) -> bool:
 
 
 def redirect_to_login() -> Response:
-    """Log in, then come back to this request, minus what asked for the login (no loop)."""
-    logout_user()
+    """Log in, then come back to this request, minus what asked for the login (no loop). The
+    current session lasts until the new login succeeds: a link from another site that asks for a
+    fresh login must not be able to log a member out."""
     query = [(k, v) for k, v in request.args.items(multi=True) if k != "max_age"]
     query = [(k, " ".join(p for p in v.split() if p != "login")) if k == "prompt" else (k, v) for k, v in query]
     return redirect(url_for("pages.login", returnTo=f"{request.path}?{urlencode([(k, v) for k, v in query if v])}"))
@@ -180,6 +181,7 @@ def authorize() -> Any:
             client=client,
             redirect_host=urlsplit(grant.redirect_uri).netloc,
             scopes=[(s, SCOPES[s].consent) for s in scope_to_list(scope) or []],
+            lasting=lasting_access(client, scope),
             organization=member.organization,
         )
         return allowing_form_redirects(page, [grant.redirect_uri])
@@ -256,7 +258,18 @@ def server_metadata() -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": SECRET_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "email"],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "name",
+            "email",
+            "email_verified",
+        ],
         "prompt_values_supported": ["none", "login", "consent"],
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,  # Discovery §3 defaults it to true

@@ -351,14 +351,29 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
 
 
 def user_info(member: Member, scope: str) -> dict[str, Any]:
-    """The claims the granted scope allows (OpenID Connect Core §5.4)."""
+    """The claims the granted scope allows (OpenID Connect Core §5.4). The app never proves that a
+    member owns their email address, so it says so (§5.1 email_verified)."""
     scopes = scope_to_list(scope) or []
     claims: dict[str, Any] = {"sub": str(member.id)}
     if "profile" in scopes:
         claims["name"] = member.name
     if "email" in scopes:
-        claims["email"] = member.email
+        claims.update(email=member.email, email_verified=False)
     return claims
+
+
+def lasting_access(client: Client, scope: str) -> bool:
+    """Whether a grant of ``scope`` comes with a refresh token, so that access lasts until revoked.
+
+    OpenID Connect Core §11: an OpenID request gets one only with offline_access. A GPT Action (a
+    confidential client an operator registered) refreshes without ever asking for offline_access,
+    and an OAuth client without openid (an MCP client) needs one to stay connected: both get one.
+    The consent page says which it is."""
+    if not client.check_grant_type("refresh_token"):
+        return False
+    scopes = scope_to_list(scope) or []
+    gpt_action = not client.self_registered and not client.is_public
+    return gpt_action or "openid" not in scopes or "offline_access" in scopes
 
 
 # ---- Revocation (RFC 7009) and introspection (RFC 7662) ----------------------------------------

@@ -246,5 +246,5 @@ def playground() -> str:
         client_id=PLAYGROUND_CLIENT_ID,
         base=issuer(),
         redirect_uri=f"{issuer()}/playground/callback",
-        scope="openid profile email todos:read todos:write",
+        scope="openid profile email offline_access todos:read todos:write",  # it shows a refresh too
     )

@@ -104,8 +104,9 @@ def revoke_grants(
     """End grants, and with them every access and refresh token they issued, at once.
 
     Which grants: a member's (with one client, or all), a client's (every member's), one grant, or
-    the grant one authorization code started. ``forget_consent`` also forgets what the member
-    allowed, so that the consent page is shown again. Logs, and writes the audit record ``event``
+    the grant one authorization code started. A member's or a client's codes not yet redeemed die
+    too, or one issued a moment before would start a new grant. ``forget_consent`` also forgets
+    what the member allowed, so that the consent page is shown again. Logs, and writes the audit record ``event``
     about the member, by ``actor`` (who ended it; the member themself when not named).
     Every path takes it: a member's revoke, a password change, a role change, a removal, refresh
     token reuse (RFC 9700 §4.14.2), code replay (§4.5), RFC 7009 revocation and client deletion.
@@ -123,7 +124,15 @@ def revoke_grants(
             where.append(Grant.member_id == member.id)
         if client is not None:
             where.append(Grant.client_id == client.id)
-    ended = db.session.execute(sa.update(Grant).where(*where).values(revoked_at=utcnow())).rowcount
+    now = utcnow()
+    ended = db.session.execute(sa.update(Grant).where(*where).values(revoked_at=now)).rowcount
+    if grant is None and code is None:
+        pending = [AuthorizationCode.used_at.is_(None), AuthorizationCode.expires_at > now]
+        if member is not None:
+            pending.append(AuthorizationCode.member_id == member.id)
+        if client is not None:
+            pending.append(AuthorizationCode.client_id == client.id)
+        db.session.execute(sa.update(AuthorizationCode).where(*pending).values(expires_at=now))
     if forget_consent and member is not None:
         consents = sa.delete(Consent).where(Consent.member_id == member.id)
         if client is not None:

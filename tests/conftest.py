@@ -374,9 +374,11 @@ def refresh(base_url, client, refresh_token, style="post", **extra):
 
 
 def public_tokens(base_url, org, world):
+    """A public client's tokens, a refresh token included: it asks for offline_access (OIDC Core §11)."""
     client = world.client(redirect_uris=("http://127.0.0.1/cb",), public=True, name="CLI")
     verifier, challenge = pkce_pair()
-    params = gpt_params(client, code_challenge=challenge, code_challenge_method="S256")
+    scope = "openid offline_access todos:read todos:write"
+    params = gpt_params(client, scope=scope, code_challenge=challenge, code_challenge_method="S256")
     code = callback_params(Person(base_url, org.admin_email).authorize(params))["code"]
     return client, exchange(base_url, client, code, style="none", code_verifier=verifier).json()
 

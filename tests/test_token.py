@@ -50,7 +50,9 @@ def test_gpt_action_journey(base_url, org, gpt, style):
     assert requests.get(f"{base_url}/api/me", headers=bearer(refreshed.json()["access_token"])).status_code == 200
 
     info = requests.get(f"{base_url}/oauth/userinfo", headers=headers).json()
-    assert info == {"sub": jwt_part(body["access_token"], 1)["sub"], "name": "Ada Admin", "email": org.admin_email}
+    sub = jwt_part(body["access_token"], 1)["sub"]
+    # OIDC Core §5.1: the app never proves a member owns their email, and says so.
+    assert info == {"sub": sub, "name": "Ada Admin", "email": org.admin_email, "email_verified": False}
     assert requests.post(f"{base_url}/oauth/userinfo", headers=headers).json() == info
 
     # The ID token verifies against the published JWKS (OpenID Connect Core §3.1.3.7).

@@ -7,6 +7,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from conftest import PASSWORD
+from conftest import Client
 from conftest import Person
 from conftest import assert_cut_off
 from conftest import bearer
@@ -19,9 +20,9 @@ from conftest import in_parallel
 from conftest import logged_in
 from conftest import me_status
 from conftest import member_id
-from conftest import pkce_pair
 from conftest import public_tokens
 from conftest import refresh
+from conftest import register
 
 
 def test_refresh_tokens_are_stored_hashed(base_url, tokens, world):
@@ -69,11 +70,7 @@ def test_a_rejected_public_refresh_rotates_nothing(base_url, org, world):
 
 
 def test_parallel_refreshes_of_a_public_token_make_at_most_one_family(base_url, org, world):
-    client = world.client(redirect_uris=("http://127.0.0.1/cb",), public=True, name="CLI")
-    verifier, challenge = pkce_pair()
-    params = gpt_params(client, code_challenge=challenge, code_challenge_method="S256")
-    code = callback_params(Person(base_url, org.admin_email).authorize(params))["code"]
-    body = exchange(base_url, client, code, style="none", code_verifier=verifier).json()
+    client, body = public_tokens(base_url, org, world)
     data = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": client.client_id}
     responses = in_parallel(20, lambda: requests.post(f"{base_url}/oauth/token", data=data))
     winners = [r for r in responses if r.status_code == 200]
@@ -156,3 +153,40 @@ def test_a_role_change_cuts_every_app_off(base_url, world, gpt):
     )
     assert_cut_off(base_url, gpt, tokens)
     assert "admin" in boss.get("/members").text.split(org.member_email)[1].split("</tr>")[0]
+
+
+def registered_client(base_url, **metadata):
+    """A client as an app registers itself (RFC 7591), confidential unless it asks otherwise."""
+    body = register(base_url, grant_types=["authorization_code", "refresh_token"], **metadata).json()
+    return Client(body["client_id"], body.get("client_secret"), body["redirect_uris"][0])
+
+
+@pytest.mark.parametrize(
+    ("scope", "lasting"),
+    [
+        ("openid todos:read", False),  # OpenID Connect Core §11: no offline_access, no refresh token
+        ("openid offline_access todos:read", True),
+        ("todos:read todos:write", True),  # an OAuth client, as MCP clients are: it says so at consent
+    ],
+)
+def test_oidc_core_11_a_refresh_token_only_with_lasting_access_and_the_consent_page_says_which(
+    base_url, org, scope, lasting
+):
+    client = registered_client(base_url, client_name="Self-registered")
+    person = Person(base_url, org.admin_email)
+    consent = person.authorize(gpt_params(client, scope=scope), decision=None)
+    assert ("stay connected until you cut it off" in consent.text) is lasting
+    assert ("ends within an hour" in consent.text) is not lasting
+    answer = person.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"})
+    body = exchange(base_url, client, callback_params(answer)["code"]).json()
+    assert ("refresh_token" in body) is lasting
+
+
+def test_a_gpt_action_stays_connected_without_asking_for_offline_access(base_url, org, gpt):
+    # GPT Actions never ask for offline_access, yet must refresh: an operator-registered
+    # confidential client gets lasting access, and the consent page says so.
+    person = Person(base_url, org.admin_email)
+    consent = person.authorize(gpt_params(gpt, scope="openid todos:read"), decision=None)
+    assert "stay connected until you cut it off" in consent.text
+    answer = person.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"})
+    assert exchange(base_url, gpt, callback_params(answer)["code"]).json()["refresh_token"]

@@ -6,7 +6,10 @@ import threading
 import pytest
 import requests
 import sqlalchemy as sa
+from conftest import PASSWORD
+from conftest import Person
 from conftest import bearer
+from conftest import csrf_of
 from conftest import exchange
 from conftest import new_code
 from conftest import token_request
@@ -79,3 +82,22 @@ def test_a_code_is_bound_to_its_redirect_uri(base_url, org, gpt):
         },
     )
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("how", ["disconnect", "password"])
+def test_a_code_not_yet_redeemed_dies_with_the_members_access(base_url, world, gpt, how):
+    # Revoking must void the member's pending codes too, or a code issued a moment before the
+    # revocation would start a new 90-day grant.
+    org = world.org()
+    code = new_code(base_url, org, gpt)
+    person = Person(base_url, org.admin_email)
+    person.login()
+    if how == "disconnect":
+        page = person.get("/settings/connected-apps")
+        person.post(f"/settings/connected-apps/{gpt.client_id}/revoke", {"csrf_token": csrf_of(page.text)})
+    else:
+        page = person.get("/settings/password")
+        form = {"csrf_token": csrf_of(page.text), "current_password": PASSWORD, "new_password": PASSWORD + "!"}
+        assert person.post("/settings/password", form).status_code == 302
+    answer = exchange(base_url, gpt, code)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"

@@ -2,6 +2,8 @@
 session's own CSRF token; ``state`` is returned unchanged for the client's own check."""
 
 import re
+from urllib.parse import parse_qs
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import PASSWORD
@@ -85,3 +87,17 @@ def test_a_cross_site_login_with_the_attackers_password_is_refused(base_url, org
     response = victim.post("/login", data)
     assert response.status_code == 400
     assert victim.get("/todos").status_code == 302  # still signed out
+
+
+@pytest.mark.parametrize("ask", [{"prompt": "login"}, {"max_age": "0"}])
+def test_a_cross_site_request_for_a_fresh_login_logs_nobody_out(base_url, org, gpt, ask):
+    # OIDC Core §3.1.2.1's prompt=login and max_age ask for the member to log in again; a link on
+    # another site must not end their session with it. It ends when the new login succeeds.
+    person = Person(base_url, org.admin_email)
+    person.login()
+    asked = person.get("/idp", params=gpt_params(gpt, **ask))
+    assert asked.status_code == 302 and asked.headers["Location"].startswith("/login")
+    assert person.get("/todos").status_code == 200  # still logged in
+    return_to = parse_qs(urlsplit(asked.headers["Location"]).query)["returnTo"][0]
+    assert "prompt=login" not in return_to and "max_age" not in return_to
+    assert person.login(return_to).status_code == 302
