@@ -25,6 +25,7 @@ from flask import current_app
 from flask import has_request_context
 from flask import jsonify
 from flask import make_response
+from flask import redirect
 from flask import render_template
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
@@ -47,11 +48,16 @@ login_manager = LoginManager()
 log = logging.getLogger("connected_todos")
 
 
+def serves_https(app: Flask) -> bool:
+    """Whether the deployment's public URL is https: then only https is served (RFC 6749 §3.1, §3.2)."""
+    return app.config["PUBLIC_URL"].startswith("https://")
+
+
 class SessionInterface(SecureCookieSessionInterface):
-    """Mark the session cookie Secure whenever the request arrived over https."""
+    """Mark the session cookie Secure when the app is served over https, whatever one request says."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure or serves_https(app))
 
 
 def configured_limit(name: str) -> Callable[[], str]:
@@ -142,6 +148,27 @@ def configure_logging() -> None:
 
 # ---- Input every view can trust -----------------------------------------------------------------
 
+# Platforms check health over plain http from inside their network: these answer on any scheme.
+HEALTH_PATHS = ("/livez", "/healthz")
+
+
+def require_https() -> Response | None:
+    """With an https PUBLIC_URL, a request over plain http is sent there (GET and HEAD), or refused.
+
+    It is refused, too, when a proxy stands in front (TRUSTED_PROXIES) but did not say which scheme
+    the request came in by: behind a proxy that strips X-Forwarded-Proto every request looks like
+    http, and a redirect would loop."""
+    app = current_app
+    if request.is_secure or not serves_https(app) or request.path in HEALTH_PATHS:
+        return None
+    scheme_known = app.config["TRUSTED_PROXIES"] == 0 or "X-Forwarded-Proto" in request.headers
+    if request.method in ("GET", "HEAD") and scheme_known:
+        return redirect(app.config["PUBLIC_URL"] + request.full_path.removesuffix("?"), 308)
+    if scheme_known:
+        return protocol_error(400, f"This server answers only over https: use {app.config['PUBLIC_URL']}.")
+    return protocol_error(400, "The proxy in front did not send X-Forwarded-Proto: https cannot be told from http.")
+
+
 
 def reject_unstorable_input() -> Response | None:
     """Refuse query and form values that no column could store, before any view reads them."""
@@ -190,11 +217,13 @@ def allowing_form_redirects(page: str | Response, uris: Iterable[str]) -> Respon
 def security_headers(response: Response) -> Response:
     """No page may be framed (RFC 9700 §4.16), and no URL with a code or token leaks as a Referer."""
     response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    # RFC 9700 §4.2.4: no other origin ever sees a Referer from the app. The app's own forms do, as
+    # Flask-WTF's CSRF check over https requires one from the same origin.
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", content_security_policy())
-    if request.is_secure:
+    if request.is_secure or serves_https(current_app):  # RFC 6797
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
     return response
 
@@ -274,6 +303,7 @@ def csrf_error(error: CSRFError) -> tuple[str, int]:
 
 def init_app(app: Flask) -> None:
     """Wire the extensions, the hooks and the error handlers into ``app``."""
+    app.before_request(require_https)  # first: nothing may answer over http, not even a CSRF error
     login_manager.init_app(app)
     login_manager.login_view = "pages.login"
     # Flask-Login's "strong" protection hashes the raw X-Forwarded-For header, which a client

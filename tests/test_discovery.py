@@ -8,6 +8,7 @@ from conftest import bearer
 from conftest import callback_params
 from conftest import exchange
 from conftest import gpt_params
+from conftest import setting
 
 
 def test_both_metadata_documents_are_the_same_and_valid(base_url):
@@ -48,11 +49,9 @@ def test_without_public_url_the_issuer_is_the_loopback_origin_and_no_other_host_
 
 
 def test_public_url_sets_the_issuer_without_a_trailing_slash(app, base_url):
-    app.config["PUBLIC_URL"] = "https://todos.example.com"
-    try:
-        metadata = requests.get(f"{base_url}/.well-known/oauth-authorization-server").json()
-    finally:
-        app.config["PUBLIC_URL"] = ""
+    with setting(app, "PUBLIC_URL", "https://todos.example.com"):
+        https = {"X-Forwarded-Proto": "https"}  # an https PUBLIC_URL is served over https only
+        metadata = requests.get(f"{base_url}/.well-known/oauth-authorization-server", headers=https).json()
     assert metadata["issuer"] == "https://todos.example.com"
 
 
