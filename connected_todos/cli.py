@@ -38,6 +38,7 @@ from .rules import DEFAULT_CLIENT_SCOPE
 from .rules import ROLES
 from .rules import ClientMetadataError
 from .rules import check_client_metadata
+from .rules import email_problem
 from .rules import member_problem
 from .rules import name_problem
 from .rules import normalize_email
@@ -162,8 +163,16 @@ def create_member_command(slug: str, email: str, password: str, name: str | None
 
 @cli.command("check-registry")
 def check_registry_command() -> None:
-    """Report apps registered before today's rules whose name, redirect URIs or scope break them."""
+    """Report apps and members recorded before today's rules that break them: an app's name,
+    redirect URIs or scope; a member's email."""
     problems = 0
+    for member in db.session.scalars(sa.select(Member).order_by(Member.id)):
+        problem = email_problem(member.email)
+        if problem or member.email != normalize_email(member.email):
+            problems += 1
+            click.echo(
+                f"member {member.id} {member.email!r}: {problem or 'is not in its normal form (NFKC, lower-case)'}"
+            )
     for client in db.session.scalars(sa.select(Client).order_by(Client.id)):
         parts = [{"name": client.name, "scope": client.scope}] + [{"redirect_uris": [u]} for u in client.redirect_uris]
         for part in parts:

@@ -220,8 +220,23 @@ ROLES = ("admin", "member")
 PASSWORD_MIN = 8
 
 
+EMAIL_MAX = 254  # RFC 5321 §4.5.3.1.3, less the angle brackets
+
+
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """An email as it is stored and looked up: NFKC (so fullwidth letters are plain ones) and
+    lower-case, so that no two spellings of one address are two accounts."""
+    return unicodedata.normalize("NFKC", email).strip().lower()
+
+
+def email_problem(email: str) -> str | None:
+    """What is wrong with a (normalized) email, as a sentence for the person, or None. No control
+    or format character may hide in it, joiners included: it must read as what it is."""
+    if len(email) > EMAIL_MAX or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        return "Enter a valid email address."
+    if any(unicodedata.category(c) in HIDDEN_CATEGORIES for c in email):
+        return "An email address must not contain control or formatting characters."
+    return None
 
 
 def password_problem(password: str) -> str | None:
@@ -232,8 +247,8 @@ def password_problem(password: str) -> str | None:
 
 def member_problem(email: str, name: str, password: str, role: str = "member") -> str | None:
     """What is wrong with a new member's details, as a sentence for the person, or None."""
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-        return "Enter a valid email address."
+    if problem := email_problem(email):
+        return problem
     if problem := name_problem(name):
         return f"The name {problem}."
     if role not in ROLES:

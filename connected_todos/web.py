@@ -36,6 +36,7 @@ from flask_wtf.csrf import CSRFError
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import SecurityError
+from werkzeug.serving import WSGIRequestHandler
 
 from .models import db
 from .rules import MAX_PARAMETER_LENGTH
@@ -131,9 +132,27 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class NoQueryStrings(logging.Filter):
+    """Werkzeug's development server logs each request line as sent, and a query string may carry a
+    code or a secret a client put in the wrong place: the line keeps its path only."""
+
+    QUERY = re.compile(r"\?[^\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.QUERY.sub("", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def configure_logging() -> None:
     """Our log lines go to stderr with a request id. They carry paths, never query strings,
     bodies or headers, so that no secret, code or token can reach them."""
+    werkzeug = logging.getLogger("werkzeug")
+    if not any(isinstance(f, NoQueryStrings) for f in werkzeug.filters):
+        werkzeug.addFilter(NoQueryStrings())
+    # The development server names Werkzeug's and Python's versions in every Server header, and
+    # has no setting to stop it; gunicorn says only "gunicorn".
+    WSGIRequestHandler.version_string = lambda _handler: "Werkzeug"
     if log.handlers:
         return
     handler = logging.StreamHandler()
@@ -167,7 +186,6 @@ def require_https() -> Response | None:
     if scheme_known:
         return protocol_error(400, f"This server answers only over https: use {app.config['PUBLIC_URL']}.")
     return protocol_error(400, "The proxy in front did not send X-Forwarded-Proto: https cannot be told from http.")
-
 
 
 def reject_unstorable_input() -> Response | None:

@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
 import requests
+import sqlalchemy as sa
 from conftest import PASSWORD
 from conftest import Person
 from conftest import csrf_of
+from conftest import logged_in
 
 
 def signup(base_url: str, email: str, org_name: str = "Acme") -> Person:
@@ -168,3 +171,48 @@ def test_an_admin_cannot_change_their_own_role(base_url, org, world):
         f"/members/{me}/role", {"csrf_token": csrf_of(person.get("/members").text), "role": "member"}
     )
     assert response.status_code == 400 and person.get("/members").status_code == 200  # still an admin
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "eve\u202e@example.com",  # a right-to-left override
+        "ad\u200bmin@example.com",  # a zero-width space
+        "ad\u200dmin@example.com",  # a joiner: welcome in a name, never in an address
+        "admin@exa\u00admple.com",  # a soft hyphen
+        "x" * 250 + "@example.com",
+    ],
+)
+def test_an_email_that_hides_characters_is_refused_everywhere(app, base_url, org, email):
+    admin = logged_in(base_url, org.admin_email)
+    page = admin.get("/members")
+    form = {"csrf_token": csrf_of(page.text), "email": email, "name": "Eve", "password": PASSWORD, "role": "member"}
+    admin.post("/members", form)
+    assert email not in admin.get("/members").text
+    founder = Person(base_url, email)
+    signup = founder.get("/signup")
+    form = {"csrf_token": csrf_of(signup.text), "organization": "Eve Inc", "name": "Eve", "email": email}
+    assert founder.post("/signup", {**form, "password": PASSWORD}).status_code == 200  # the form again
+    cli = app.test_cli_runner().invoke(
+        args=["create-member", "--org", org.slug, "--email", email, "--password", PASSWORD]
+    )
+    assert cli.exit_code != 0
+
+
+def test_fullwidth_letters_are_the_plain_address(base_url, org):
+    # NFKC: "ａdmin" in fullwidth letters is the admin's own address, so it cannot be a look-alike
+    # account, and it logs the admin in.
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c.isalpha() else c for c in org.admin_email.split("@")[0])
+    admin = Person(base_url, fullwidth + "@" + org.admin_email.split("@")[1])
+    assert admin.login().status_code == 302
+    page = admin.get("/members")
+    form = {"csrf_token": csrf_of(page.text), "email": admin.email, "name": "Twin", "password": PASSWORD}
+    assert "already a member" in admin.post("/members", form).text
+
+
+def test_check_registry_reports_an_email_from_before_the_rules(app, world):
+    org = world.org()
+    world.sql(sa.text("UPDATE member SET email = :e WHERE email = :old"), e="ＯＬＤ@example.com", old=org.member_email)
+    result = app.test_cli_runner().invoke(args=["check-registry"])
+    assert result.exit_code != 0 and "ＯＬＤ@example.com" in result.output
+    world.sql(sa.text("UPDATE member SET email = :e WHERE email = :old"), e=org.member_email, old="ＯＬＤ@example.com")

@@ -1,6 +1,8 @@
 """RFC 9700 §4.2 and §4.3: codes and tokens do not leak through the Referer header, the browser's
 history or a cache, and access tokens are never taken from a URL (RFC 6750 §2.3, §5.3)."""
 
+import logging
+
 import pytest
 import requests
 from conftest import Person
@@ -65,3 +67,14 @@ def test_a_repeated_parameter_is_named_in_error_description_syntax(base_url):
     response = requests.post(f"{base_url}/oauth/token", data=[('a"\\é', "1"), ('a"\\é', "2"), ("grant_type", "x")])
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
     assert all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in response.json()["error_description"])
+
+
+def test_the_development_server_logs_no_query_string_and_names_no_version(base_url, caplog):
+    # The README's tunnel recipe runs the development server: a code or secret a client put in a
+    # URL must not reach its log, and its Server header must not name Werkzeug's and Python's versions.
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        response = requests.get(f"{base_url}/livez?code=secret-code-value&client_secret=hunter2")
+    lines = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
+    assert any("GET /livez HTTP/1.1" in line for line in lines)
+    assert not any("secret" in line or "hunter2" in line for line in lines)
+    assert response.headers["Server"] == "Werkzeug"
