@@ -62,6 +62,7 @@ from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 import requests
+from cryptography.fernet import Fernet
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -707,6 +708,7 @@ def bench_database(kind: str, args: argparse.Namespace, workdir: Path) -> Databa
             **os.environ,
             "DATABASE_URL": url,
             "SECRET_KEY": secrets.token_urlsafe(32),
+            "KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
             "PUBLIC_URL": base,
             "SEED_DEMO": "0",
             **RATE_LIMIT_ENV,

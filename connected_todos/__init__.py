@@ -29,6 +29,7 @@ from . import web
 from .cli import cli
 from .cli import seed_demo
 from .grants import server
+from .keys import SealedKeyError
 from .keys import current_signing_key
 from .models import db
 from .oauth import save_token
@@ -98,7 +99,13 @@ def prepare_database(app: Flask) -> None:
     if app.config["APP_ENV"] != "production":
         upgrade_database()  # production upgrades in the release phase: flask db upgrade
     if schema_is_current():  # otherwise this is `flask db upgrade` itself, about to bring it up to date
-        current_signing_key()
+        try:
+            current_signing_key()
+        except SealedKeyError as error:
+            raise SystemExit(
+                f"{error} Set KEY_ENCRYPTION_KEY to the key that sealed it. To move to a new key, set "
+                "KEY_ENCRYPTION_KEY=NEW,OLD, run `flask --app app reseal-signing-keys`, then drop OLD."
+            ) from None
         operators.ensure_playground_client(app.config["PUBLIC_URL"])
         if app.config["SEED_DEMO"]:
             seed_demo()

@@ -18,6 +18,8 @@ from flask.cli import AppGroup
 
 from .api import OPENAPI_BASE_URL
 from .api import openapi_yaml
+from .keys import SealedKeyError
+from .keys import reseal_signing_keys
 from .keys import rotate_signing_key
 from .models import Client
 from .models import Member
@@ -208,6 +210,16 @@ def rotate_keys_command() -> None:
     """Sign with a new key; the previous one stays published so that its tokens still verify."""
     row = rotate_signing_key()
     click.echo(f"New signing key: {row.kid}")
+
+
+@cli.command("reseal-signing-keys")
+def reseal_signing_keys_command() -> None:
+    """Seal every signing key with the first key of KEY_ENCRYPTION_KEY (set it to NEW,OLD first)."""
+    try:
+        count = reseal_signing_keys()
+    except SealedKeyError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{count} signing key(s) sealed with the first key-encryption key; the others may go.")
 
 
 @cli.command("openapi")

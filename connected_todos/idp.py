@@ -109,16 +109,19 @@ def consent_needed(client: Client, member: Member, scope: str, prompts: list[str
 
 
 def needs_fresh_login(prompts: list[str]) -> bool:
-    """prompt=login, or a max_age older than the member's login (OIDC Core §3.1.2.1)."""
+    """prompt=login, or a max_age older than the member's login (OIDC Core §3.1.2.1), or a fresh
+    login asked for earlier in this session and not yet given."""
     max_age = request.args.get("max_age", "")
     too_old = max_age.isascii() and max_age.isdigit() and time.time() - session.get("auth_time", 0) > int(max_age)
-    return "login" in prompts or too_old
+    return "login" in prompts or too_old or "login_asked_at" in session  # a login renews the session
 
 
 def redirect_to_login() -> Response:
     """Log in, then come back to this request, minus what asked for the login (no loop). The
     current session lasts until the new login succeeds: a link from another site that asks for a
-    fresh login must not be able to log a member out."""
+    fresh login must not be able to log a member out. Until then, no authorization request of this
+    session goes through without one, so going back to the request by hand skips nothing."""
+    session["login_asked_at"] = int(time.time())  # until start_session replaces this session
     query = [(k, v) for k, v in request.args.items(multi=True) if k != "max_age"]
     query = [(k, " ".join(p for p in v.split() if p != "login")) if k == "prompt" else (k, v) for k, v in query]
     return redirect(url_for("pages.login", returnTo=f"{request.path}?{urlencode([(k, v) for k, v in query if v])}"))

@@ -1,24 +1,29 @@
 """Keys: the keys that sign access tokens and ID tokens (RFC 7515, RFC 7517, RFC 7518 RS256).
 
 Owns the signing keys, kept in the database so that every worker and host signs and verifies with
-the same ones, their rotation (the newest signs; the previous one stays published until its tokens
-have expired), and each process's parsed copy, which is re-read when another process may have
-rotated them.
+the same ones, and sealed there with KEY_ENCRYPTION_KEY (Fernet: AES-128-CBC with HMAC-SHA256),
+which is kept outside it; their rotation (the newest signs; the previous one stays published until
+its tokens have expired), resealing under a new key-encryption key, and each process's parsed
+copy, which is re-read when another process may have rotated them.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
+from cryptography.fernet import MultiFernet
 from flask import current_app
 from joserfc.jwk import KeySet
 from joserfc.jwk import RSAKey
 
 from .models import SigningKey
 from .models import db
+from .settings import key_encryption_keys
 
 KEY_RECHECK_SECONDS = 60
 
@@ -44,13 +49,46 @@ def forget_keys() -> None:
     current_app.extensions["connected_todos.keys"] = KeyCache()
 
 
+class SealedKeyError(Exception):
+    """A signing key that KEY_ENCRYPTION_KEY cannot open: the wrong key, or a damaged row."""
+
+
+def sealer() -> MultiFernet:
+    """The key-encryption keys: the first seals, any of them opens."""
+    return key_encryption_keys(current_app.config["KEY_ENCRYPTION_KEY"])
+
+
+def seal(key: RSAKey) -> str:
+    return sealer().encrypt(json.dumps(key.as_dict(private=True)).encode()).decode()
+
+
+def unseal(row: SigningKey) -> RSAKey:
+    try:
+        return RSAKey.import_key(json.loads(sealer().decrypt(row.sealed_jwk.encode())))
+    except InvalidToken:
+        raise SealedKeyError(f"KEY_ENCRYPTION_KEY cannot open the signing key {row.kid}.") from None
+
+
 def create_signing_key() -> SigningKey:
     kid = secrets.token_urlsafe(12)
     key = RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})
-    row = SigningKey(kid=kid, private_jwk=key.as_dict(private=True))
+    row = SigningKey(kid=kid, sealed_jwk=seal(key))
     db.session.add(row)
     db.session.commit()
     return row
+
+
+def reseal_signing_keys() -> int:
+    """Seal every signing key again with the first key-encryption key, so that the others can be
+    retired from KEY_ENCRYPTION_KEY. Returns how many keys were resealed."""
+    rows = db.session.scalars(sa.select(SigningKey)).all()
+    for row in rows:
+        try:
+            row.sealed_jwk = sealer().rotate(row.sealed_jwk.encode()).decode()
+        except InvalidToken:
+            raise SealedKeyError(f"KEY_ENCRYPTION_KEY cannot open the signing key {row.kid}.") from None
+    db.session.commit()
+    return len(rows)
 
 
 def load_keys(force: bool = False) -> KeyCache:
@@ -61,7 +99,7 @@ def load_keys(force: bool = False) -> KeyCache:
     rows = db.session.scalars(sa.select(SigningKey).order_by(SigningKey.id.desc())).all()
     kids = tuple(row.kid for row in rows)
     if rows and (kids != cache.kids or cache.private is None):
-        keys = [RSAKey.import_key(row.private_jwk) for row in rows]
+        keys = [unseal(row) for row in rows]
         cache.private = KeySet(keys)
         cache.public = KeySet.import_key_set(KeySet(keys).as_dict(private=False))
         cache.kids = kids

@@ -12,7 +12,6 @@ import secrets
 from datetime import UTC
 from datetime import date
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import ClientMixin
@@ -355,9 +354,12 @@ class AuditEvent(db.Model):
 
 
 class SigningKey(db.Model):
+    """A private signing key, sealed with KEY_ENCRYPTION_KEY (Fernet): a copy of the database
+    alone cannot sign a token."""
+
     id: Mapped[int] = mapped_column(primary_key=True)
     kid: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    private_jwk: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    sealed_jwk: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

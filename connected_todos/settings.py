@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from typing import Any
+
+from cryptography.fernet import Fernet
+from cryptography.fernet import MultiFernet
 
 APP_VERSION = "1.1.0"  # of the API and the MCP server; 1.1 made cursors plain todo ids
 
@@ -51,6 +55,8 @@ def from_environment(instance_path: str) -> dict[str, Any]:
     return {
         "APP_ENV": "production" if production else "development",
         "SECRET_KEY": env.get("SECRET_KEY", ""),
+        # Fernet keys, comma-separated: the first seals the signing keys, any of them opens them.
+        "KEY_ENCRYPTION_KEY": env.get("KEY_ENCRYPTION_KEY", "").strip(),
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL"), instance_path),
         "PUBLIC_URL": env.get("PUBLIC_URL", "").rstrip("/"),
         "SESSION_COOKIE_HTTPONLY": True,
@@ -79,7 +85,20 @@ def check(config: dict[str, Any], instance_path: str) -> None:
                 "SECRET_KEY is not set. Set it to a long random value, for example the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
             )
-        config["SECRET_KEY"] = development_secret_key(instance_path)
+        config["SECRET_KEY"] = kept_in_instance(instance_path, "secret_key", lambda: secrets.token_urlsafe(32))
+    if not config.get("KEY_ENCRYPTION_KEY"):
+        if production:
+            raise SystemExit(
+                "KEY_ENCRYPTION_KEY is not set. It seals the token signing keys in the database; set it "
+                "to the output of `python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'` and keep it apart from database backups."
+            )
+        config["KEY_ENCRYPTION_KEY"] = kept_in_instance(instance_path, "key_encryption_key", new_fernet_key)
+    try:
+        key_encryption_keys(config["KEY_ENCRYPTION_KEY"])
+    except ValueError:
+        message = "KEY_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64 bytes each), comma-separated."
+        raise SystemExit(message) from None
     if not config["PUBLIC_URL"]:
         # The issuer must not follow a Host or X-Forwarded-Host header an attacker chose (RFC 9700 §4.13).
         if production:
@@ -108,15 +127,24 @@ def trusted_proxies(value: str) -> int:
     return int(value)
 
 
-def development_secret_key(instance_path: str) -> str:
-    """A generated key kept in instance/, so that sessions survive a restart in development."""
-    path = os.path.join(instance_path, "secret_key")
+def new_fernet_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+def key_encryption_keys(value: str) -> MultiFernet:
+    """The key-encryption keys of KEY_ENCRYPTION_KEY; ValueError when one is not a Fernet key."""
+    return MultiFernet([Fernet(key.strip()) for key in value.split(",") if key.strip()])
+
+
+def kept_in_instance(instance_path: str, name: str, generate: Callable[[], str]) -> str:
+    """A development key generated once and kept in instance/, so that it survives a restart."""
+    path = os.path.join(instance_path, name)
     if not os.path.exists(path):
         # Written aside (mode 0600) and linked into place, so that another process starting at the
         # same moment finds either no key or a whole one, and the first key stays.
         fd, draft = tempfile.mkstemp(dir=instance_path)
         with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
+            f.write(generate())
         try:
             os.link(draft, path)
         except FileExistsError:

@@ -46,6 +46,8 @@ from connected_todos.registry import register_client
 from connected_todos.rules import DEFAULT_CLIENT_SCOPE
 from connected_todos.web import limiter
 
+# The key-encryption key of the apps the tests start in other processes (production needs one).
+KEY_ENCRYPTION_KEY = "EQbMhR1OxR4Ld4Bn3sLyIJjz0mHp9_dOM8SlK8UT0Zc="
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct horse battery"
 MCP_VERSION = {"MCP-Protocol-Version": "2025-11-25"}
@@ -62,7 +64,7 @@ def empty_database(url: str) -> None:
     engine.dispose()
 
 
-def test_config(database_url: str) -> dict:
+def app_config(database_url: str) -> dict:
     """The settings of an app under test, whatever the environment of the test run says."""
     return {
         "APP_ENV": "development",
@@ -81,7 +83,7 @@ def test_config(database_url: str) -> dict:
 @pytest.fixture(scope="session")
 def app(tmp_path_factory):
     database_url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db')}/test.db"
-    config = test_config(database_url)
+    config = app_config(database_url)
     empty_database(config["SQLALCHEMY_DATABASE_URI"])
     return create_app(config)
 

@@ -1,5 +1,6 @@
 """Migrations: the models and the migrations agree, and an upgrade keeps the data."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from conftest import KEY_ENCRYPTION_KEY
+from cryptography.fernet import Fernet
+from joserfc.jwk import RSAKey
 
 from connected_todos.models import db
 
@@ -29,7 +33,7 @@ def newest_revision() -> str:
 def flask_db(database_url: str, *args: str) -> subprocess.CompletedProcess:
     # As a deployment runs it, in its release phase: production, which never upgrades by itself.
     env = {**os.environ, "DATABASE_URL": database_url, "SEED_DEMO": "0", "SECRET_KEY": "k" * 40}
-    env.update(APP_ENV="production", PUBLIC_URL="https://todos.example.com")
+    env.update(APP_ENV="production", PUBLIC_URL="https://todos.example.com", KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY)
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "db", *args],
         cwd=ROOT,
@@ -89,4 +93,28 @@ def test_an_upgrade_from_the_previous_schema_keeps_the_data(tmp_path):
         client = c.execute(sa.text("SELECT client_id, self_registered, redirect_uris FROM client")).one()
         assert client[0] == "old-client" and not client[1] and "a.test" in str(client[2])
         assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == newest_revision()
+    engine.dispose()
+
+
+def test_the_upgrade_seals_the_signing_keys_and_the_downgrade_opens_them(tmp_path):
+    url = database_for_upgrade(tmp_path)
+    assert flask_db(url, "upgrade", "0006_member_sessions").returncode == 0
+    jwk = RSAKey.generate_key(2048, parameters={"kid": "old-key"}).as_dict(private=True)
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as c:
+        c.execute(
+            sa.text("INSERT INTO signing_key (kid, private_jwk, created_at) VALUES ('old-key', :j, '2026-01-01')"),
+            {"j": json.dumps(jwk)},
+        )
+    result = flask_db(url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    with engine.connect() as c:
+        sealed = c.execute(sa.text("SELECT sealed_jwk FROM signing_key WHERE kid = 'old-key'")).scalar()
+        columns = {column["name"] for column in sa.inspect(c).get_columns("signing_key")}
+    assert "private_jwk" not in columns and jwk["d"] not in sealed
+    assert json.loads(Fernet(KEY_ENCRYPTION_KEY).decrypt(sealed.encode())) == jwk
+    assert flask_db(url, "downgrade", "0006_member_sessions").returncode == 0
+    with engine.connect() as c:
+        opened = c.execute(sa.text("SELECT private_jwk FROM signing_key WHERE kid = 'old-key'")).scalar()
+    assert (opened if isinstance(opened, dict) else json.loads(opened)) == jwk
     engine.dispose()

@@ -98,7 +98,8 @@ def test_the_served_document_names_this_deployment(base_url):
 
 def test_the_served_document_names_public_url_whatever_the_host_header(app, base_url):
     with setting(app, "PUBLIC_URL", "https://todos.example.com"):
-        document = yaml.safe_load(requests.get(f"{base_url}/openapi.yaml").text)
+        https = {"X-Forwarded-Proto": "https"}
+        document = yaml.safe_load(requests.get(f"{base_url}/openapi.yaml", headers=https).text)
     assert document["servers"] == [{"url": "https://todos.example.com"}]
     flow = document["components"]["securitySchemes"]["oauth2"]["flows"]["authorizationCode"]
     assert flow["authorizationUrl"] == "https://todos.example.com/idp"

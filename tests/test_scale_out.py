@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from conftest import KEY_ENCRYPTION_KEY
 from conftest import PASSWORD
 from conftest import Client
 from conftest import Person
@@ -61,6 +62,7 @@ def cluster(tmp_path_factory):
         **os.environ,
         "DATABASE_URL": BASE.rsplit("/", 1)[0] + f"/{name}",
         "SECRET_KEY": "scale-out-secret-key-" + "x" * 20,
+        "KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY,
         "PUBLIC_URL": f"http://127.0.0.1:{ports[0]}",  # one issuer, as behind a load balancer
         "RATELIMIT_STORAGE_URI": REDIS,
         "RATE_LIMIT_REGISTRATION": "4 per minute",

@@ -5,12 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import KEY_ENCRYPTION_KEY
+
 ROOT = Path(__file__).parent.parent
 
 
 def start(tmp_path, code: str = "print('started', app.app.config['SECRET_KEY'][:4])", **env):
     """Import the app in a fresh process, as `flask` or gunicorn would, and run ``code`` there."""
-    environment = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "APP_ENV", "DATABASE_URL")}
+    unset = ("SECRET_KEY", "KEY_ENCRYPTION_KEY", "APP_ENV", "DATABASE_URL", "PUBLIC_URL")
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
     environment.update(DATABASE_URL=f"sqlite:///{tmp_path}/app.db", **env)
     code = "import app; " + code
     return subprocess.run(
@@ -25,14 +28,21 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
 
 def test_production_starts_with_a_secret_key_and_public_url(tmp_path):
     result = start(
-        tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, PUBLIC_URL="https://todos.example.com", SEED_DEMO="0"
+        tmp_path,
+        APP_ENV="production",
+        SECRET_KEY="s" * 40,
+        KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY,
+        PUBLIC_URL="https://todos.example.com",
+        SEED_DEMO="0",
     )
     assert result.returncode == 0 and "started ssss" in result.stdout
 
 
 def test_production_refuses_to_start_without_public_url(tmp_path):
     # RFC 9700 §4.13: the issuer must not follow a Host header an attacker chose.
-    result = start(tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, SEED_DEMO="0")
+    result = start(
+        tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY, SEED_DEMO="0"
+    )
     assert result.returncode != 0 and "PUBLIC_URL is not set" in result.stderr
 
 
@@ -73,3 +83,9 @@ def test_settings_from_env_files_lose_their_trailing_newline(tmp_path):
 def test_trusted_proxies_must_be_a_number(tmp_path):
     result = start(tmp_path, TRUSTED_PROXIES="one")
     assert result.returncode != 0 and "TRUSTED_PROXIES must be a number" in result.stderr
+
+
+def test_development_keeps_a_generated_key_encryption_key_in_instance(app):
+    key_file = Path(app.instance_path) / "key_encryption_key"
+    assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
+    assert app.config["KEY_ENCRYPTION_KEY"] == key_file.read_text().strip()

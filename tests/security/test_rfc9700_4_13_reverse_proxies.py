@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import KEY_ENCRYPTION_KEY
 from conftest import free_ports
 from conftest import start_gunicorn
 
@@ -19,6 +20,7 @@ def environment(tmp_path: Path, trusted_proxies: str, **extra: str) -> dict[str,
     env.update(
         DATABASE_URL=f"sqlite:///{tmp_path}/app.db",
         SECRET_KEY="k" * 40,
+        KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY,
         SEED_DEMO="0",
         TRUSTED_PROXIES=trusted_proxies,
         **extra,
