@@ -180,7 +180,7 @@ def api_create_todo(bearer: Bearer) -> tuple[Response, int]:
         "403": {$ref: "#/components/responses/Forbidden"}
         "422": {$ref: "#/components/responses/Invalid"}
     """
-    return jsonify(todo_json(create_todo(bearer.member, json_body()))), 201
+    return jsonify(todo_json(create_todo(bearer.member, json_body(), bearer.client))), 201
 
 
 @bp.route("/api/todos/<int:todo_id>", methods=["GET"])
@@ -235,7 +235,7 @@ def api_update_todo(bearer: Bearer, todo_id: int) -> Response:
         "404": {$ref: "#/components/responses/NotFound"}
         "422": {$ref: "#/components/responses/Invalid"}
     """
-    return jsonify(todo_json(update_todo(bearer.member, todo_id, json_body())))
+    return jsonify(todo_json(update_todo(bearer.member, todo_id, json_body(), bearer.client)))
 
 
 @bp.route("/api/todos/<int:todo_id>", methods=["DELETE"])

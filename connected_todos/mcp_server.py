@@ -19,7 +19,6 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 
-from .models import Member
 from .rules import scope_for
 from .rules import storable
 from .settings import APP_VERSION
@@ -72,7 +71,7 @@ class Tool:
     required: list[str]
     output_schema: dict[str, Any]
     annotations: dict[str, bool]
-    run: Callable[[Member, dict[str, Any]], dict[str, Any]]
+    run: Callable[[Bearer, dict[str, Any]], dict[str, Any]]
 
     @property
     def scope(self) -> str:
@@ -101,7 +100,7 @@ def todo_id_argument(arguments: dict[str, Any]) -> int:
     return todo_id
 
 
-def run_list_todos(member: Member, arguments: dict[str, Any]) -> dict[str, Any]:
+def run_list_todos(bearer: Bearer, arguments: dict[str, Any]) -> dict[str, Any]:
     completed, limit = arguments.get("completed"), arguments.get("limit", PAGE_DEFAULT)
     if completed is not None and not isinstance(completed, bool):
         raise TodoError("completed must be true, false or left out.", "completed")
@@ -110,19 +109,23 @@ def run_list_todos(member: Member, arguments: dict[str, Any]) -> dict[str, Any]:
     cursor = arguments.get("cursor")
     if cursor is not None and not isinstance(cursor, str):
         raise TodoError("cursor must be the next_cursor string of the previous page.", "cursor")
-    return todo_page_json(*list_todos(member, completed, limit, cursor))
+    return todo_page_json(*list_todos(bearer.member, completed, limit, cursor))
 
 
-def run_update_todo(member: Member, arguments: dict[str, Any]) -> dict[str, Any]:
+def run_update_todo(bearer: Bearer, arguments: dict[str, Any]) -> dict[str, Any]:
     fields = {k: v for k, v in arguments.items() if k != "id"}
     if not fields:
         raise TodoError("Give at least one of title, notes, completed or due_date to change.")
-    return todo_json(update_todo(member, todo_id_argument(arguments), fields))
+    return todo_json(update_todo(bearer.member, todo_id_argument(arguments), fields, bearer.client))
 
 
-def run_delete_todo(member: Member, arguments: dict[str, Any]) -> dict[str, Any]:
+def run_complete_todo(bearer: Bearer, arguments: dict[str, Any]) -> dict[str, Any]:
+    return todo_json(update_todo(bearer.member, todo_id_argument(arguments), {"completed": True}, bearer.client))
+
+
+def run_delete_todo(bearer: Bearer, arguments: dict[str, Any]) -> dict[str, Any]:
     todo_id = todo_id_argument(arguments)
-    delete_todo(member, todo_id)
+    delete_todo(bearer.member, todo_id)
     return {"deleted": True, "id": todo_id}
 
 
@@ -139,7 +142,7 @@ TOOLS = {
             [],
             ME_SCHEMA,
             READ,
-            lambda member, _: me_json(member),
+            lambda bearer, _: me_json(bearer.member),
         ),
         Tool(
             "list_todos",
@@ -165,7 +168,7 @@ TOOLS = {
             ["title"],
             TODO_SCHEMA,
             {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False},
-            lambda member, arguments: todo_json(create_todo(member, arguments)),
+            lambda bearer, arguments: todo_json(create_todo(bearer.member, arguments, bearer.client)),
         ),
         Tool(
             "update_todo",
@@ -187,7 +190,7 @@ TOOLS = {
             ["id"],
             TODO_SCHEMA,
             {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": True},
-            lambda member, arguments: todo_json(update_todo(member, todo_id_argument(arguments), {"completed": True})),
+            run_complete_todo,
         ),
         Tool(
             "delete_todo",
@@ -322,7 +325,7 @@ def call_tool(message_id: Any, params: dict[str, Any], bearer: Bearer) -> Respon
         takes = ", ".join(tool.input_properties) or "no arguments"
         return rpc_response(message_id, tool_error(f"Unknown argument {unknown[0]!r}. {tool.name} takes: {takes}."))
     try:
-        structured = tool.run(bearer.member, arguments)
+        structured = tool.run(bearer, arguments)
     except TodoError as error:  # a broken todo rule, answered as MCP answers it: a tool error
         return rpc_response(message_id, tool_error(error.message))
     content = [{"type": "text", "text": json.dumps(structured)}]

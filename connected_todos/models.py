@@ -118,22 +118,6 @@ class MemberSession(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Todo(db.Model):
-    __table_args__ = (sa.Index("ix_todo_org_id", "organization_id", "id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    organization_id: Mapped[int] = mapped_column(sa.ForeignKey("organization.id"))
-    title: Mapped[str] = mapped_column(sa.String(200))
-    notes: Mapped[str] = mapped_column(sa.Text, default="")
-    completed: Mapped[bool] = mapped_column(default=False)
-    due_date: Mapped[date | None]
-    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("member.id", ondelete="SET NULL"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    created_by: Mapped[Member | None] = relationship(lazy="joined")
-
-
 class Client(ClientMixin, db.Model):
     """A connected app: an OAuth client registered with this server."""
 
@@ -203,6 +187,30 @@ class Client(ClientMixin, db.Model):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
+
+
+class Todo(db.Model):
+    """A todo of an organization. It records who made it and who last changed it, and the app
+    through which each acted for them (none when they did it on the web)."""
+
+    __table_args__ = (sa.Index("ix_todo_org_id", "organization_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organization_id: Mapped[int] = mapped_column(sa.ForeignKey("organization.id"))
+    title: Mapped[str] = mapped_column(sa.String(200))
+    notes: Mapped[str] = mapped_column(sa.Text, default="")
+    completed: Mapped[bool] = mapped_column(default=False)
+    due_date: Mapped[date | None]
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("member.id", ondelete="SET NULL"))
+    created_via_id: Mapped[int | None] = mapped_column(sa.ForeignKey("client.id", ondelete="SET NULL"), index=True)
+    updated_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("member.id", ondelete="SET NULL"))
+    updated_via_id: Mapped[int | None] = mapped_column(sa.ForeignKey("client.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    created_by: Mapped[Member | None] = relationship(foreign_keys=[created_by_id], lazy="joined")
+    created_via: Mapped[Client | None] = relationship(foreign_keys=[created_via_id], lazy="joined")
+    updated_via: Mapped[Client | None] = relationship(foreign_keys=[updated_via_id], lazy="joined")
 
 
 class RejectedRedirect(db.Model):

@@ -28,6 +28,7 @@ from .models import Member
 from .models import MemberSession
 from .models import Organization
 from .models import RejectedRedirect
+from .models import Todo
 from .models import db
 from .models import new_secret
 from .models import password_hash
@@ -433,7 +434,8 @@ def connected_members(client: Client) -> int:
 
 
 def apps_connected_by(member: Member) -> list[dict[str, Any]]:
-    """The apps a member allowed, with the scopes and when each last acted for them."""
+    """The apps a member allowed, with the scopes, when each last acted for them, and what each
+    did in their name: how many todos it made and changed, and when it last did."""
     rows = db.session.execute(
         sa.select(Consent, Client, sa.func.max(Grant.last_used_at))
         .join(Client, Client.id == Consent.client_id)
@@ -442,7 +444,24 @@ def apps_connected_by(member: Member) -> list[dict[str, Any]]:
         .group_by(Consent.id, Client.id)
         .order_by(Consent.granted_at.desc())
     ).all()
+    made = todo_activity(Todo.created_via_id, Todo.created_at, Todo.created_by_id == member.id)
+    changed = todo_activity(Todo.updated_via_id, Todo.updated_at, Todo.updated_by_id == member.id)
     return [
-        {"client": client, "scope": consent.scope, "granted_at": consent.granted_at, "last_used_at": last_used}
+        {
+            "client": client,
+            "scope": consent.scope,
+            "granted_at": consent.granted_at,
+            "last_used_at": last_used,
+            "made": made.get(client.id, (0, None)),
+            "changed": changed.get(client.id, (0, None)),
+        }
         for consent, client, last_used in rows
     ]
+
+
+def todo_activity(via: Any, at: Any, by_member: Any) -> dict[int, tuple[int, Any]]:
+    """For each app, how many todos it made or changed for a member, and when it last did."""
+    rows = db.session.execute(
+        sa.select(via, sa.func.count(), sa.func.max(at)).where(by_member, via.is_not(None)).group_by(via)
+    ).all()
+    return {client_id: (count, last) for client_id, count, last in rows}

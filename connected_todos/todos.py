@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .models import Client
 from .models import Member
 from .models import Todo
 from .models import db
@@ -122,8 +123,9 @@ def get_todo(member: Member, todo_id: int) -> Todo:
     return todo
 
 
-def create_todo(member: Member, data: Any) -> Todo:
-    todo = Todo(organization_id=member.organization_id, created_by_id=member.id)
+def create_todo(member: Member, data: Any, via: Client | None = None) -> Todo:
+    """Add a todo as ``member``, on the web or through the app ``via``."""
+    todo = Todo(organization_id=member.organization_id, created_by_id=member.id, created_via=via)
     for key, value in clean_todo(data, partial=False).items():
         setattr(todo, key, value)
     db.session.add(todo)
@@ -131,11 +133,13 @@ def create_todo(member: Member, data: Any) -> Todo:
     return todo
 
 
-def update_todo(member: Member, todo_id: int, data: Any) -> Todo:
+def update_todo(member: Member, todo_id: int, data: Any, via: Client | None = None) -> Todo:
+    """Change a todo as ``member``, on the web or through the app ``via``; it remembers both."""
     values = clean_todo(data, partial=True)
     todo = get_todo(member, todo_id)
     for key, value in values.items():
         setattr(todo, key, value)
+    todo.updated_by_id, todo.updated_via = member.id, via
     db.session.commit()
     return todo
 
@@ -179,9 +183,25 @@ TODO_PROPERTIES = {
     "completed": {"type": "boolean", "description": "Whether it is done."},
     "due_date": {"type": ["string", "null"], "format": "date", "description": "Due date, YYYY-MM-DD."},
 }
+APP_SCHEMA = {
+    "type": ["object", "null"],
+    "required": ["client_id", "name"],
+    "properties": {"client_id": {"type": "string"}, "name": {"type": "string"}},
+}
 TODO_SCHEMA = {
     "type": "object",
-    "required": ["id", "title", "notes", "completed", "due_date", "created_at", "updated_at", "created_by"],
+    "required": [
+        "id",
+        "title",
+        "notes",
+        "completed",
+        "due_date",
+        "created_at",
+        "updated_at",
+        "created_by",
+        "created_via",
+        "updated_via",
+    ],
     "properties": {
         "id": {"type": "integer"},
         **TODO_PROPERTIES,
@@ -191,6 +211,8 @@ TODO_SCHEMA = {
             "type": ["object", "null"],
             "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
         },
+        "created_via": {**APP_SCHEMA, "description": "The app that made it for the member; null on the web."},
+        "updated_via": {**APP_SCHEMA, "description": "The app that last changed it; null on the web or never."},
     },
 }
 ME_SCHEMA = {
@@ -245,7 +267,13 @@ def todo_json(todo: Todo) -> dict[str, Any]:
         "created_at": todo.created_at.isoformat() + "Z",
         "updated_at": todo.updated_at.isoformat() + "Z",
         "created_by": {"id": creator.id, "name": creator.name} if creator else None,
+        "created_via": app_json(todo.created_via),
+        "updated_via": app_json(todo.updated_via),
     }
+
+
+def app_json(client: Client | None) -> dict[str, str] | None:
+    return {"client_id": client.client_id, "name": client.name} if client else None
 
 
 def todo_page_json(page: list[Todo], next_cursor: str | None) -> dict[str, Any]:

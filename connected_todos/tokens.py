@@ -58,10 +58,10 @@ INVALID = "The access token is invalid or expired."
 
 @dataclass
 class Bearer:
-    """An access token that passed every check, and who it acts for."""
+    """An access token that passed every check: the member it acts for, and the app acting."""
 
     member: Member
-    client_id: str
+    client: Client
     scope: list[str]
     claims: dict[str, Any]
 
@@ -126,7 +126,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         member must still belong to the token's organization."""
         claims = self.verified_claims(token_string)
         row = db.session.execute(
-            sa.select(Member, Client.client_id)
+            sa.select(Member, Client)
             .join(Grant, Grant.member_id == Member.id)
             .join(AccessToken, AccessToken.grant_id == Grant.id)
             .join(Client, Client.id == Grant.client_id)
@@ -142,7 +142,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         if row is None:
             raise InvalidTokenError("The access token was revoked.")
         return Bearer(
-            member=row[0], client_id=row[1], scope=scope_to_list(claims.get("scope", "")) or [], claims=claims
+            member=row[0], client=row[1], scope=scope_to_list(claims.get("scope", "")) or [], claims=claims
         )
 
     def validate_token(self, token: Bearer, scopes: list[str] | None, request: Any) -> None:

@@ -28,7 +28,8 @@ def test_create_read_update_delete(base_url, tokens):
     todo = created.json()
     assert todo["title"] == "Ship it" and todo["due_date"] == "2026-12-24" and todo["completed"] is False
     assert todo["created_by"]["name"] == "Ada Admin" and todo["created_at"].endswith("Z")
-    assert set(todo) == {"id", "title", "notes", "completed", "due_date", "created_at", "updated_at", "created_by"}
+    fields = {"id", "title", "notes", "completed", "due_date", "created_at", "updated_at", "created_by"}
+    assert set(todo) == fields | {"created_via", "updated_via"}
     assert api(base_url, "GET", f"/todos/{todo['id']}", token).json() == todo
     patched = api(base_url, "PATCH", f"/todos/{todo['id']}", token, json={"completed": True, "due_date": None}).json()
     assert patched["completed"] is True and patched["due_date"] is None and patched["title"] == "Ship it"
