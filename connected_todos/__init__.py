@@ -32,6 +32,7 @@ from .grants import server
 from .keys import SealedKeyError
 from .keys import current_signing_key
 from .models import db
+from .models import ensure_deployment
 from .oauth import save_token
 from .registry import query_client
 from .rules import NAME_MAX
@@ -106,7 +107,8 @@ def prepare_database(app: Flask) -> None:
                 f"{error} Set KEY_ENCRYPTION_KEY to the key that sealed it. To move to a new key, set "
                 "KEY_ENCRYPTION_KEY=NEW,OLD, run `flask --app app reseal-signing-keys`, then drop OLD."
             ) from None
-        operators.ensure_playground_client(app.config["PUBLIC_URL"])
+        ensure_deployment()
+        operators.ensure_playground_client()
         if app.config["SEED_DEMO"]:
             seed_demo()
     db.engine.dispose()  # gunicorn forks after this; workers must not share connections

@@ -24,6 +24,7 @@ from flask import request
 from .rules import SCOPES
 from .rules import scope_for
 from .settings import APP_VERSION
+from .settings import issuer
 from .todos import CURSOR_SCHEMA
 from .todos import ME_SCHEMA
 from .todos import PAGE_DEFAULT
@@ -42,7 +43,6 @@ from .todos import todo_page_schema
 from .todos import update_todo
 from .tokens import Bearer
 from .tokens import require_token
-from .web import issuer
 from .web import read_json
 
 bp = Blueprint("api", __name__)

@@ -27,6 +27,7 @@ from .models import Organization
 from .models import Todo
 from .models import db
 from .models import utcnow
+from .operators import PLAYGROUND_CLIENT_ID
 from .registry import CLI_ACTOR
 from .registry import add_redirect_uri
 from .registry import create_member
@@ -113,11 +114,8 @@ def add_redirect_uri_command(client_id: str, uri: str) -> None:
     click.echo(f"{client.name} redirect URIs: {' '.join(client.redirect_uris)}")
 
 
-@cli.command("make-operator")
-@click.option("--org", "slug", required=True, help="The member's organization: an email is unique only within one.")
-@click.argument("email")
-def make_operator_command(slug: str, email: str) -> None:
-    """Let one member, named by organization and email, open /setup and manage the connected apps."""
+def member_or_fail(slug: str, email: str) -> Member:
+    """One member, named by organization and email: an email is unique only within one."""
     member = db.session.scalar(
         sa.select(Member)
         .join(Organization, Organization.id == Member.organization_id)
@@ -125,8 +123,25 @@ def make_operator_command(slug: str, email: str) -> None:
     )
     if member is None:
         raise click.ClickException(f"{email} is not a member of the organization {slug}.")
-    make_operator(member)
-    click.echo(f"{member.email} of {slug} is an operator.")
+    return member
+
+
+@cli.command("make-operator")
+@click.option("--org", "slug", required=True, help="The member's organization: an email is unique only within one.")
+@click.argument("email")
+def make_operator_command(slug: str, email: str) -> None:
+    """Let one member, named by organization and email, open /setup and manage the connected apps."""
+    make_operator(member_or_fail(slug, email))
+    click.echo(f"{normalize_email(email)} of {slug} is an operator.")
+
+
+@cli.command("revoke-operator")
+@click.option("--org", "slug", required=True, help="The member's organization.")
+@click.argument("email")
+def revoke_operator_command(slug: str, email: str) -> None:
+    """Take a member's operator rights away: /setup is closed to them from their next request."""
+    make_operator(member_or_fail(slug, email), operator=False)
+    click.echo(f"{normalize_email(email)} of {slug} is no longer an operator.")
 
 
 @cli.command("create-org")
@@ -176,7 +191,8 @@ def check_registry_command() -> None:
                 f"member {member.id} {member.email!r}: {problem or 'is not in its normal form (NFKC, lower-case)'}"
             )
     for client in db.session.scalars(sa.select(Client).order_by(Client.id)):
-        parts = [{"name": client.name, "scope": client.scope}] + [{"redirect_uris": [u]} for u in client.redirect_uris]
+        uris = [u for u in client.redirect_uris if client.client_id != PLAYGROUND_CLIENT_ID]  # its own paths
+        parts = [{"name": client.name, "scope": client.scope}] + [{"redirect_uris": [u]} for u in uris]
         for part in parts:
             try:
                 check_client_metadata(**part)

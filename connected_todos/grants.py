@@ -42,7 +42,7 @@ from .oauth import requested_resource
 from .oauth import user_info
 from .registration import Registration
 from .registry import revoke_grants
-from .web import issuer
+from .settings import issuer
 
 CODE_TTL = 300  # RFC 6749 §4.1.2 recommends at most ten minutes; we allow five
 ID_TOKEN_TTL = 3600

@@ -47,16 +47,16 @@ from .registry import query_client
 from .registry import record_rejected_redirect
 from .registry import remember_consent
 from .rules import SCOPES
+from .settings import api_resource
+from .settings import issuer
+from .settings import mcp_resource
 from .tokens import USERINFO
 from .tokens import Bearer
 from .tokens import require_token
-from .web import allowing_form_redirects
-from .web import api_resource
 from .web import configured_limit
 from .web import csrf
-from .web import issuer
 from .web import limiter
-from .web import mcp_resource
+from .web import with_policy
 
 bp = Blueprint("idp", __name__)
 
@@ -112,7 +112,8 @@ def needs_fresh_login(prompts: list[str]) -> bool:
     """prompt=login, or a max_age older than the member's login (OIDC Core §3.1.2.1), or a fresh
     login asked for earlier in this session and not yet given."""
     max_age = request.args.get("max_age", "")
-    too_old = max_age.isascii() and max_age.isdigit() and time.time() - session.get("auth_time", 0) > int(max_age)
+    given = max_age.isascii() and max_age.isdigit() and len(max_age) <= 10  # seconds; a longer one is no age
+    too_old = given and time.time() - session.get("auth_time", 0) > int(max_age)
     return "login" in prompts or too_old or "login_asked_at" in session  # a login renews the session
 
 
@@ -162,7 +163,7 @@ def authorize() -> Any:
             return server.handle_error_response(None, error)
         return invalid_link(error.get_error_description())
     prompts = request.args.get("prompt", "").split()
-    if member is None and "none" in prompts:  # OIDC Core §3.1.2.1: no page may be shown
+    if "none" in prompts and (member is None or needs_fresh_login(prompts)):  # OIDC Core §3.1.2.1: no page
         return server.handle_error_response(
             None, LoginRequiredError(redirect_uri=grant.redirect_uri, state=request.args.get("state"))
         )
@@ -187,7 +188,7 @@ def authorize() -> Any:
             lasting=lasting_access(client, scope),
             organization=member.organization,
         )
-        return allowing_form_redirects(page, [grant.redirect_uri])
+        return with_policy(page, form_redirects=[grant.redirect_uri])
     return server.create_authorization_response(grant=grant, grant_user=member)
 
 

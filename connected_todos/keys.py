@@ -23,6 +23,7 @@ from joserfc.jwk import RSAKey
 
 from .models import SigningKey
 from .models import db
+from .models import utcnow
 from .settings import key_encryption_keys
 
 KEY_RECHECK_SECONDS = 60
@@ -34,6 +35,7 @@ class KeyCache:
     key set; the database stays the source of truth and is re-read when it may have changed."""
 
     kids: tuple[str, ...] = ()
+    signing_kid: str | None = None  # the newest key that may still sign
     private: KeySet | None = None
     public: KeySet | None = None
     checked_at: float = 0.0
@@ -97,26 +99,31 @@ def load_keys(force: bool = False) -> KeyCache:
     if not force and cache.private and time.time() - cache.checked_at < KEY_RECHECK_SECONDS:
         return cache
     rows = db.session.scalars(sa.select(SigningKey).order_by(SigningKey.id.desc())).all()
+    if retired := [row.id for row in rows if row.retire_after and row.retire_after <= utcnow()]:
+        db.session.execute(sa.delete(SigningKey).where(SigningKey.id.in_(retired)))
+        db.session.commit()
+        rows = [row for row in rows if row.id not in retired]
     kids = tuple(row.kid for row in rows)
     if rows and (kids != cache.kids or cache.private is None):
         keys = [unseal(row) for row in rows]
         cache.private = KeySet(keys)
         cache.public = KeySet.import_key_set(KeySet(keys).as_dict(private=False))
         cache.kids = kids
+    cache.signing_kid = next((row.kid for row in rows if row.retire_after is None), None)
     cache.checked_at = time.time()
     return cache
 
 
 def current_signing_key() -> RSAKey:
-    """The newest key signs; older ones stay published until they are retired."""
+    """The newest key that may sign; older ones stay published until they are retired."""
     cache = load_keys()
-    if not cache.kids:
+    if cache.signing_kid is None:
         try:
             create_signing_key()
         except sa.exc.IntegrityError:  # another worker created it first
             db.session.rollback()
         cache = load_keys(force=True)
-    return cache.private.get_by_kid(cache.kids[0])
+    return cache.private.get_by_kid(cache.signing_kid)
 
 
 def rotate_signing_key(keep: int = 2) -> SigningKey:

@@ -8,6 +8,7 @@ small interfaces Authlib's grants and endpoints read (RFC 6749, RFC 7009, RFC 76
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import UTC
 from datetime import date
@@ -16,6 +17,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc6749.util import scope_to_list
+from flask import current_app
 from flask_login import UserMixin
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
@@ -27,6 +29,7 @@ from werkzeug.security import check_password_hash
 from .rules import DEFAULT_CLIENT_SCOPE
 from .rules import decode_cursor
 from .rules import redirect_uri_matches
+from .settings import issuer
 
 
 class Base(DeclarativeBase):
@@ -61,6 +64,35 @@ class Organization(db.Model):
 
 
 PASSWORD_METHOD = (2**15, 8, 1)  # scrypt's n, r and p: Werkzeug's default
+EMAIL_SALT_PREFIX = "email."
+
+
+class Deployment(db.Model):
+    """Facts of this deployment made once, when it first starts."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Random, and unknown outside the database, so that no one can prepare guesses for an
+    # email's passwords before they hold the database (see password_hash).
+    password_salt_seed: Mapped[str] = mapped_column(sa.String(64))
+
+
+def password_salt_seed() -> str:
+    """This deployment's salt seed, read once per app."""
+    seed = current_app.extensions.get("connected_todos.password_salt_seed")
+    if seed is None:
+        seed = db.session.scalar(sa.select(Deployment.password_salt_seed).where(Deployment.id == 1))
+        current_app.extensions["connected_todos.password_salt_seed"] = seed
+    return seed
+
+
+def ensure_deployment() -> None:
+    """Make this deployment's facts on its first start; a worker that races another keeps theirs."""
+    if db.session.get(Deployment, 1) is None:
+        db.session.add(Deployment(id=1, password_salt_seed=secrets.token_hex(32)))
+        try:
+            db.session.commit()
+        except sa.exc.IntegrityError:
+            db.session.rollback()
 
 
 def password_hash(email: str, password: str) -> str:
@@ -69,9 +101,10 @@ def password_hash(email: str, password: str) -> str:
     Members of several organizations may share an email, each with a password of their own. With
     one salt for the email, a login computes one scrypt and compares it with every account that
     shares the email, so that a login costs the same whether the email has one account or ten.
-    The salt is unique to the email and never needs to be secret."""
+    The salt is keyed with the deployment's own seed, so that it is unique to this deployment."""
     n, r, p = PASSWORD_METHOD
-    salt = "email." + hashlib.sha256(f"connected-todos:{email}".encode()).hexdigest()[:32]
+    keyed = hmac.new(password_salt_seed().encode(), email.encode(), hashlib.sha256).hexdigest()[:32]
+    salt = EMAIL_SALT_PREFIX + keyed
     digest = hashlib.scrypt(password.encode(), salt=salt.encode(), n=n, r=r, p=p, maxmem=132 * n * r * p)
     return f"scrypt:{n}:{r}:{p}${salt}${digest.hex()}"
 
@@ -104,6 +137,19 @@ class Member(UserMixin, db.Model):
 
     def get_user_id(self) -> int:
         return self.id
+
+
+class LoginChoice(db.Model):
+    """A login waiting for its organization: the password matched several members of one email.
+    The cookie carries a random id, stored as its hash with the browser it belongs to; choosing
+    uses it up, and a password changed meanwhile voids it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Each member whose password matched, with a hash of the password hash it matched.
+    members: Mapped[dict[str, str]] = mapped_column(sa.JSON)
+    binding: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class MemberSession(db.Model):
@@ -152,7 +198,10 @@ class Client(ClientMixin, db.Model):
 
     def get_default_redirect_uri(self) -> str | None:
         # With several registered URIs the request must name one (RFC 6749 §3.1.2.3).
-        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+        if len(self.redirect_uris) != 1:
+            return None
+        uri = self.redirect_uris[0]
+        return issuer() + uri if uri.startswith("/") else uri
 
     def get_allowed_scope(self, scope: str) -> str | None:
         """An absent scope means the registered one (RFC 6749 §3.3); otherwise the overlap, and
@@ -165,7 +214,12 @@ class Client(ClientMixin, db.Model):
         return " ".join(granted) or None
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return any(redirect_uri_matches(uri, redirect_uri) for uri in self.redirect_uris)
+        """A registered path ("/…", which only the app's built-in client has) is that path on the
+        app's own origin, exactly; any other URI matches as RFC 8252 §7.3 allows."""
+        return any(
+            redirect_uri == issuer() + uri if uri.startswith("/") else redirect_uri_matches(uri, redirect_uri)
+            for uri in self.redirect_uris
+        )
 
     def check_client_secret(self, client_secret: str) -> bool:
         if self.client_secret_hash is None:
@@ -363,12 +417,14 @@ class AuditEvent(db.Model):
 
 class SigningKey(db.Model):
     """A private signing key, sealed with KEY_ENCRYPTION_KEY (Fernet): a copy of the database
-    alone cannot sign a token."""
+    alone cannot sign a token. A key that was ever stored unsealed signs nothing more, verifies
+    the tokens it signed until ``retire_after``, and is then removed."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kid: Mapped[str] = mapped_column(sa.String(64), unique=True)
     sealed_jwk: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retire_after: Mapped[datetime | None]
 
 
 def keyset_page(

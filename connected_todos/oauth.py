@@ -36,7 +36,6 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import Response
 from flask import g
 from flask import request
-from flask_limiter.util import get_remote_address
 from joserfc.jwk import KeySet
 from werkzeug.datastructures import MultiDict
 
@@ -55,15 +54,16 @@ from .registry import audit
 from .registry import revoke_grants
 from .rules import SCOPES
 from .rules import normalize_scope
+from .settings import api_resource
+from .settings import issuer
+from .settings import mcp_resource
+from .settings import resources
 from .tokens import access_token_claims
 from .tokens import b64url_json
-from .web import api_resource
 from .web import configured_limit
-from .web import issuer
 from .web import limiter
-from .web import mcp_resource
 from .web import read_json
-from .web import resources
+from .web import remote_network
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 ACCESS_TOKEN_TTL = 3600  # RFC 9068 access tokens: one hour
@@ -230,7 +230,7 @@ def client_auth_key() -> str:
     """
     credentials = basic_credentials(request.headers.get("Authorization", ""))
     client_id = credentials[0] if credentials else request_body(request).get("client_id", "")
-    return f"client-auth:{client_id[:100]}:{get_remote_address()}"
+    return f"client-auth:{client_id[:100]}:{remote_network()}"
 
 
 def failed_client_auth(response: Response) -> bool:

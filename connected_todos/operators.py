@@ -25,6 +25,7 @@ from flask import url_for
 from flask_login import current_user
 from flask_login import login_required
 
+from .mcp_tools import view_inline_hashes
 from .models import AuditEvent
 from .models import Client
 from .models import Member
@@ -43,8 +44,8 @@ from .registry import remove_redirect_uri
 from .registry import start_secret_rotation
 from .rules import ClientMetadataError
 from .rules import redirect_uri_problem
-from .settings import LOOPBACK_HOSTS
-from .web import issuer
+from .settings import issuer
+from .web import with_policy
 
 bp = Blueprint("operators", __name__)
 
@@ -143,7 +144,10 @@ def setup_add_redirect_uri(client_id: str) -> Any:
     """Add a callback URL: a GPT's is added at once, any other after an explicit confirmation."""
     client = setup_client_or_404(client_id)
     uri = request.form.get("redirect_uri", "").strip()
-    if not CHATGPT_CALLBACK.fullmatch(uri) and request.form.get("confirm") != "yes":
+    # A URL the operator typed in ChatGPT's own shape goes in at once; any other, and any from the
+    # list of rejected ones (which anyone can fill), only after an explicit confirmation.
+    typed_chatgpt = CHATGPT_CALLBACK.fullmatch(uri) and request.form.get("from") != "rejected"
+    if not typed_chatgpt and request.form.get("confirm") != "yes":
         if problem := redirect_uri_problem(uri):
             flash(f"{uri} {problem}.", "error")
             return redirect(url_for("operators.setup_client", client_id=client.client_id))
@@ -214,24 +218,27 @@ def audit_log() -> Response:
     )
 
 
-def playground_redirect_uris(public_url: str) -> list[str]:
-    """The playground's callback, fixed by the configuration, never by a request (RFC 9700 §4.1):
-    under PUBLIC_URL, or on a loopback address at any port (RFC 8252 §7.3) in development."""
-    if public_url:
-        return [f"{public_url}/playground/callback"]
-    return [f"http://{host}/playground/callback" for host in LOOPBACK_HOSTS]
+# The playground's callback: this path on the app's own origin, which is PUBLIC_URL, or in
+# development the loopback origin the app answers on. No request can name another (RFC 9700 §4.1).
+PLAYGROUND_CALLBACK = "/playground/callback"
 
 
-def ensure_playground_client(public_url: str) -> None:
-    """Register the built-in first-party public client at start-up, or bring its callback in line
-    with PUBLIC_URL. No request can change it."""
-    redirect_uris = playground_redirect_uris(public_url)
+def ensure_playground_client() -> None:
+    """Register the built-in first-party public client at start-up, with its one callback; a
+    client stored before had others, which go."""
     client = query_client(PLAYGROUND_CLIENT_ID)
     try:
         if client is None:
-            register_client("Playground", redirect_uris, public=True, first_party=True, client_id=PLAYGROUND_CLIENT_ID)
-        elif client.redirect_uris != redirect_uris:
-            client.redirect_uris = redirect_uris
+            register_client(
+                "Playground",
+                [],
+                public=True,
+                first_party=True,
+                client_id=PLAYGROUND_CLIENT_ID,
+                own_origin_paths=(PLAYGROUND_CALLBACK,),
+            )
+        elif client.redirect_uris != [PLAYGROUND_CALLBACK]:
+            client.redirect_uris = [PLAYGROUND_CALLBACK]
             db.session.commit()
     except sa.exc.IntegrityError:  # another worker created it first
         db.session.rollback()
@@ -239,12 +246,13 @@ def ensure_playground_client(public_url: str) -> None:
 
 @bp.route("/playground")
 @bp.route("/playground/callback", endpoint="playground_callback")
-def playground() -> str:
-    """Walk the OAuth flow one step at a time in the browser, without ChatGPT."""
-    return render_template(
+def playground() -> Response:
+    """Walk the OAuth flow, then MCP, one step at a time in the browser, without ChatGPT."""
+    page = render_template(
         "playground.html",
         client_id=PLAYGROUND_CLIENT_ID,
         base=issuer(),
-        redirect_uri=f"{issuer()}/playground/callback",
+        redirect_uri=issuer() + PLAYGROUND_CALLBACK,
         scope="openid profile email offline_access todos:read todos:write",  # it shows a refresh too
     )
+    return with_policy(page, inline=view_inline_hashes())  # the todos view it renders, as a host does

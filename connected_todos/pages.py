@@ -24,7 +24,6 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
-from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import login_user
@@ -36,10 +35,13 @@ from .models import db
 from .registry import apps_connected_by
 from .registry import audit
 from .registry import authenticate_members
+from .registry import close_login_choice
 from .registry import create_member
 from .registry import create_organization
 from .registry import delete_member
 from .registry import end_session
+from .registry import login_choice_members
+from .registry import open_login_choice
 from .registry import open_session
 from .registry import query_client
 from .registry import replace_password
@@ -63,10 +65,11 @@ from .todos import get_todo
 from .todos import list_todos
 from .todos import toggle_completed
 from .todos import update_todo
-from .web import allowing_form_redirects
 from .web import configured_limit
 from .web import limiter
 from .web import protocol_error
+from .web import remote_network
+from .web import with_policy
 
 bp = Blueprint("pages", __name__)
 
@@ -108,7 +111,7 @@ def return_to() -> str:
 def login_page(template: str, **context: Any) -> Response:
     """A login step's page; its form may lead on to the client of the authorization request."""
     redirect_uri = authorization_redirect(return_to())
-    return allowing_form_redirects(render_template(template, **context), [redirect_uri] if redirect_uri else [])
+    return with_policy(render_template(template, **context), form_redirects=[redirect_uri] if redirect_uri else [])
 
 
 @bp.route("/livez")
@@ -160,7 +163,7 @@ def failed_attempt(response: Response) -> bool:
 @limiter.limit(
     configured_limit("LOGIN_ACCOUNT_RATE_LIMIT"),
     methods=["POST"],
-    key_func=lambda: f"account:{normalize_email(request.form.get('email', ''))}:{get_remote_address()}",
+    key_func=lambda: f"account:{normalize_email(request.form.get('email', ''))}:{remote_network()}",
     deduct_when=failed_attempt,
 )
 def login() -> Any:
@@ -175,8 +178,9 @@ def login() -> Any:
         if matches:
             # The email belongs to several organizations: choose after the password check.
             target = return_to()
+            choice = open_login_choice(matches)
             session.clear()
-            session["org_choice"] = {"ids": [m.id for m in matches], "at": int(time.time())}
+            session["org_choice"] = choice
             return redirect(url_for("pages.choose_organization", returnTo=target))
         audit("login_failed", actor=email[:254])
         db.session.commit()
@@ -187,15 +191,13 @@ def login() -> Any:
 @bp.route("/login/organization", methods=["GET", "POST"])
 def choose_organization() -> Any:
     """Let a person whose email is in several organizations choose one."""
-    choice = session.get("org_choice")
-    if not choice or time.time() - choice["at"] > 300:
+    members = login_choice_members(session.get("org_choice"))
+    if not members:
         return redirect(url_for("pages.login"))
-    members = db.session.scalars(
-        sa.select(Member).where(Member.id.in_(choice["ids"])).order_by(Member.organization_id)
-    ).all()
     if request.method == "POST":
         chosen = next((m for m in members if str(m.id) == request.form.get("member_id")), None)
         if chosen:
+            close_login_choice(session.get("org_choice"))
             audit("login_succeeded", chosen, detail="after choosing the organization")
             start_session(chosen)
             return redirect(return_to())

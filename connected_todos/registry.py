@@ -18,12 +18,15 @@ import sqlalchemy as sa
 from authlib.common.security import generate_token
 from flask import has_request_context
 from flask import request
+from werkzeug.security import check_password_hash
 
+from .models import EMAIL_SALT_PREFIX
 from .models import AuditEvent
 from .models import AuthorizationCode
 from .models import Client
 from .models import Consent
 from .models import Grant
+from .models import LoginChoice
 from .models import Member
 from .models import MemberSession
 from .models import Organization
@@ -36,6 +39,7 @@ from .models import sha256
 from .models import utcnow
 from .rules import DEFAULT_CLIENT_SCOPE
 from .rules import check_client_metadata
+from .rules import is_safe_return_path
 from .rules import normalize_email
 from .rules import normalize_scope
 from .rules import redirect_uri_problem
@@ -62,6 +66,7 @@ AUDIT_EVENTS = (
     "member_removed",
     "member_added",
     "operator_granted",
+    "operator_revoked",
 )
 CLI_ACTOR = "command line"
 
@@ -182,6 +187,45 @@ def session_member(member_id: str, sid: str | None) -> Member | None:
     )
 
 
+LOGIN_CHOICE_SECONDS = 300
+
+
+def open_login_choice(members: list[Member]) -> str:
+    """Keep, for five minutes, the members whose password matched, until the person chooses one;
+    return the random id the session cookie carries. Nothing in the cookie itself is a credential."""
+    token = secrets.token_urlsafe(32)
+    matched = {str(m.id): sha256(m.password_hash) for m in members}
+    db.session.add(LoginChoice(token_hash=sha256(token), members=matched, binding=session_binding()))
+    db.session.commit()
+    return token
+
+
+def login_choice_members(token: str | None) -> list[Member]:
+    """The members a pending choice may pick from: in its own browser, within five minutes, and
+    only those whose password has not changed since it matched."""
+    if not isinstance(token, str) or not token:
+        return []
+    choice = db.session.scalar(
+        sa.select(LoginChoice).where(
+            LoginChoice.token_hash == sha256(token),
+            LoginChoice.binding == session_binding(),
+            LoginChoice.created_at > utcnow() - timedelta(seconds=LOGIN_CHOICE_SECONDS),
+        )
+    )
+    if choice is None:
+        return []
+    ids = [int(member_id) for member_id in choice.members]
+    members = db.session.scalars(sa.select(Member).where(Member.id.in_(ids)).order_by(Member.organization_id))
+    return [m for m in members if choice.members[str(m.id)] == sha256(m.password_hash)]
+
+
+def close_login_choice(token: str | None) -> None:
+    """A choice is used once; old ones are cleared away with it."""
+    expired = LoginChoice.created_at <= utcnow() - timedelta(seconds=LOGIN_CHOICE_SECONDS)
+    db.session.execute(sa.delete(LoginChoice).where((LoginChoice.token_hash == sha256(token or "")) | expired))
+    db.session.commit()
+
+
 def end_session(sid: str | None) -> None:
     """Logout: this login ends on the server, so its cookie is worthless from now on."""
     if sid:
@@ -229,15 +273,30 @@ def authenticate_members(email: str, password: str) -> list[Member]:
     email = normalize_email(email)
     presented = password_hash(email, password)
     candidates = db.session.scalars(sa.select(Member).where(Member.email == email)).all()
-    matches = []
+    matches, legacy_checked = [], False
     for member in candidates:
         if secrets.compare_digest(member.password_hash, presented):
             matches.append(member)
-        elif member.password_hash.split("$")[1] != presented.split("$")[1] and member.check_password(password):
-            member.set_password(password)  # a hash from before email salts, from now on in line
-            db.session.commit()
-            matches.append(member)
+        elif member.password_hash.split("$")[1] != presented.split("$")[1]:
+            legacy_checked = True
+            if member.check_password(password):
+                member.set_password(password)  # a hash from before email salts, from now on in line
+                db.session.commit()
+                matches.append(member)
+    if not legacy_checked and legacy_hashes_remain():
+        # While any hash from before email salts remains, every login pays for one more check, so
+        # that its time does not tell which emails still have such a hash.
+        check_password_hash(DUMMY_LEGACY_HASH, password)
     return matches
+
+
+# A Werkzeug hash of a password no one has: the second check legacy accounts cost, for the others.
+DUMMY_LEGACY_HASH = "scrypt:32768:8:1$dummy-legacy-salt$" + "0" * 128
+
+
+def legacy_hashes_remain() -> bool:
+    old = ~Member.password_hash.like(f"scrypt:32768:8:1${EMAIL_SALT_PREFIX}%")
+    return bool(db.session.scalar(sa.select(sa.exists().where(old))))
 
 
 def replace_password(member: Member, password: str) -> None:
@@ -264,9 +323,10 @@ def delete_member(member: Member, by: Member) -> None:
     db.session.commit()
 
 
-def make_operator(member: Member) -> None:
-    member.is_operator = True
-    audit("operator_granted", member, detail=f"by the {CLI_ACTOR}")
+def make_operator(member: Member, operator: bool = True) -> None:
+    """Let a member manage every connected app at /setup, or no longer."""
+    member.is_operator = operator
+    audit("operator_granted" if operator else "operator_revoked", member, detail=f"by the {CLI_ACTOR}")
     db.session.commit()
 
 
@@ -294,20 +354,23 @@ def register_client(
     links: dict[str, str] | None = None,
     client_id: str | None = None,
     secret: str | None = None,
+    own_origin_paths: tuple[str, ...] = (),
     by: Member | None = None,
 ) -> tuple[Client, str | None]:
     """Register an app, by whatever path: the command line, /setup, dynamic registration or the
     playground. Return it and its secret (``secret``, or a new one), which is shown once and
-    stored only as a hash."""
+    stored only as a hash. ``own_origin_paths`` are redirect paths on the app's own origin, for its
+    built-in client alone."""
     scope = normalize_scope(scope)
     check_client_metadata(name, redirect_uris, scope)
+    assert all(is_safe_return_path(path) for path in own_origin_paths), own_origin_paths
     secret = None if public else secret or new_secret()
     client = Client(
         client_id=client_id or new_client_id(),
         client_secret_hash=sha256(secret) if secret else None,
         name=name.strip(),
         first_party=first_party,
-        redirect_uris=redirect_uris,
+        redirect_uris=[*redirect_uris, *own_origin_paths],
         scope=scope,
         self_registered=self_registered,
         **(links or {}),

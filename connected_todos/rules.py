@@ -70,6 +70,8 @@ DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 def host_problem(host: str) -> str | None:
     """Why ``host`` (as urlsplit gives it: lower-case, IPv6 without brackets) is not a valid host."""
+    if "%" in host:
+        return "must name a host without a zone or escapes (RFC 3986 §3.2.2)"
     try:
         ip_address(host)
         return None
@@ -100,6 +102,13 @@ def parse_uri(uri: str) -> tuple[str, str | None, int | None]:
     host = parts.hostname
     if parts.netloc and (not host or (problem := host_problem(host))):
         raise ValueError(problem if host else "must name a host")
+    if "[" in parts.netloc or "]" in parts.netloc:  # only an IPv6 address goes in brackets
+        literal = parts.netloc[parts.netloc.find("[") + 1 : parts.netloc.find("]")]
+        try:
+            if ip_address(literal).version != 6:
+                raise ValueError
+        except ValueError:
+            raise ValueError("must name a valid host (RFC 3986 §3.2.2)") from None
     return scheme, host, port
 
 

@@ -1,8 +1,10 @@
 """Settings: the deployment's configuration, read from the environment when an app is made.
 
-Owns every environment variable the app reads and its default, and the refusals that keep a
-production deployment from starting unsafe: no SECRET_KEY, or no PUBLIC_URL (the issuer must not
-follow a Host header an attacker chose, RFC 9700 §4.13).
+Owns every environment variable the app reads and its default, the refusals that keep a
+production deployment from starting unsafe (no SECRET_KEY, KEY_ENCRYPTION_KEY or PUBLIC_URL, or
+rate limits counted apart in each worker), and the deployment's own URLs: the issuer (RFC 8414
+§2), which never follows a Host header an attacker chose (RFC 9700 §4.13), and the resource
+identifiers (RFC 8707).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 from cryptography.fernet import MultiFernet
+from flask import current_app
+from flask import request
+from werkzeug.exceptions import SecurityError
 
 APP_VERSION = "1.1.0"  # of the API and the MCP server; 1.1 made cursors plain todo ids
 
@@ -29,6 +34,7 @@ DEFAULT_MCP_ORIGINS = (
 )
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+SECRET_KEY_MIN = 32
 
 # Each limit may be overridden from the environment, e.g. RATE_LIMIT_API="100 per second".
 RATE_LIMITS = {
@@ -52,6 +58,9 @@ def from_environment(instance_path: str) -> dict[str, Any]:
     """The app's configuration as the environment sets it, with the defaults filled in."""
     env = os.environ
     production = env.get("APP_ENV") == "production"
+    # Demo data, and its operator, only on a developer's own machine: never where a database or a
+    # public URL has been configured, whatever the command (a release phase runs without APP_ENV).
+    local = not production and not env.get("DATABASE_URL") and not env.get("PUBLIC_URL")
     return {
         "APP_ENV": "production" if production else "development",
         "SECRET_KEY": env.get("SECRET_KEY", ""),
@@ -62,10 +71,10 @@ def from_environment(instance_path: str) -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",  # sent on the top-level GET from chatgpt.com to /idp
         "SESSION_COOKIE_SECURE": False,
-        "SEED_DEMO": env.get("SEED_DEMO", "0" if production else "1") == "1",
+        "SEED_DEMO": env.get("SEED_DEMO", "1" if local else "0") == "1",
         "TRUSTED_PROXIES": trusted_proxies(env.get("TRUSTED_PROXIES", "1")),
         "MAX_CONTENT_LENGTH": 1024 * 1024,
-        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "" if production else "memory://"),
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_ENABLED": env.get("RATELIMIT_ENABLED", "1") == "1",
         **{name: env.get(variable, default) for name, (variable, default) in RATE_LIMITS.items()},
@@ -79,12 +88,12 @@ def from_environment(instance_path: str) -> dict[str, Any]:
 def check(config: dict[str, Any], instance_path: str) -> None:
     """Refuse to start a production app that is not safe to serve; fill in development's key."""
     production = config["APP_ENV"] == "production"
+    if production and len(config.get("SECRET_KEY") or "") < SECRET_KEY_MIN:
+        raise SystemExit(
+            f"SECRET_KEY is not set, or shorter than {SECRET_KEY_MIN} characters. Set it to a long random "
+            "value, for example the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
+        )
     if not config.get("SECRET_KEY"):
-        if production:
-            raise SystemExit(
-                "SECRET_KEY is not set. Set it to a long random value, for example the output of "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`."
-            )
         config["SECRET_KEY"] = kept_in_instance(instance_path, "secret_key", lambda: secrets.token_urlsafe(32))
     if not config.get("KEY_ENCRYPTION_KEY"):
         if production:
@@ -99,6 +108,12 @@ def check(config: dict[str, Any], instance_path: str) -> None:
     except ValueError:
         message = "KEY_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64 bytes each), comma-separated."
         raise SystemExit(message) from None
+    if not config["RATELIMIT_STORAGE_URI"]:
+        # Counted in each worker's memory, every limit would be multiplied by the number of workers.
+        raise SystemExit(
+            "RATELIMIT_STORAGE_URI is not set. Set it to a Redis URL (redis://host:6379) that every worker and "
+            "host shares, or to memory:// for a single worker process."
+        )
     if not config["PUBLIC_URL"]:
         # The issuer must not follow a Host or X-Forwarded-Host header an attacker chose (RFC 9700 §4.13).
         if production:
@@ -108,6 +123,31 @@ def check(config: dict[str, Any], instance_path: str) -> None:
         # Development without PUBLIC_URL: the issuer is the request's origin, so only a loopback
         # origin may be one (Flask refuses any other Host with a 400).
         config["TRUSTED_HOSTS"] = list(LOOPBACK_HOSTS)
+
+
+def issuer() -> str:
+    """The issuer: PUBLIC_URL; in development without it, the request's own loopback origin (Flask's
+    TRUSTED_HOSTS refuses any other Host). No path, no trailing slash."""
+    if public_url := current_app.config["PUBLIC_URL"]:
+        return public_url
+    if request.scheme not in ("http", "https"):  # X-Forwarded-Proto from a proxy may say anything
+        raise SecurityError(f"The scheme {request.scheme[:20]!r} is not http or https.")
+    return request.host_url.rstrip("/")
+
+
+def api_resource() -> str:
+    """The REST API's resource identifier (RFC 8707): an access token audience."""
+    return f"{issuer()}/api"
+
+
+def mcp_resource() -> str:
+    """The MCP endpoint's resource identifier, exactly the URL a person pastes into a client."""
+    return f"{issuer()}/mcp"
+
+
+def resources() -> list[str]:
+    """Every resource an access token may be issued for."""
+    return [api_resource(), mcp_resource()]
 
 
 def database_url(url: str | None, instance_path: str) -> str:

@@ -44,13 +44,13 @@ from .models import Member
 from .models import db
 from .rules import ID_LIMIT
 from .rules import scope_for
-from .web import api_resource
+from .settings import api_resource
+from .settings import issuer
+from .settings import mcp_resource
+from .settings import resources
 from .web import configured_limit
 from .web import csrf
-from .web import issuer
 from .web import limiter
-from .web import mcp_resource
-from .web import resources
 
 MAX_TOKEN_BYTES = 8192
 INVALID = "The access token is invalid or expired."
@@ -141,9 +141,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         ).first()
         if row is None:
             raise InvalidTokenError("The access token was revoked.")
-        return Bearer(
-            member=row[0], client=row[1], scope=scope_to_list(claims.get("scope", "")) or [], claims=claims
-        )
+        return Bearer(member=row[0], client=row[1], scope=scope_to_list(claims.get("scope", "")) or [], claims=claims)
 
     def validate_token(self, token: Bearer, scopes: list[str] | None, request: Any) -> None:
         """Overridden: the claims were validated with the lookup above; only the scope is left."""

@@ -1,10 +1,9 @@
 """Web: what every request passes through, and how every error is answered.
 
-Owns the Flask extensions (CSRF, rate limits, logins), the issuer and resource URLs (RFC 8414 §2,
-RFC 8707), the request log, the security headers (RFC 9700 §4.16 clickjacking, CSP, HSTS), and
-errors in the format of the protocol a path speaks: OAuth JSON (RFC 6749 §5.2), JSON-RPC for /mcp,
-the API's JSON, or a readable page for a person. A dependency that fails (the database) answers a
-clean 503, never a 500.
+Owns the Flask extensions (CSRF, rate limits, logins), the request log, the security headers
+(RFC 9700 §4.16 clickjacking, CSP, HSTS), and errors in the format of the protocol a path speaks:
+OAuth JSON (RFC 6749 §5.2), JSON-RPC for /mcp, the API's JSON, or a readable page for a person. A
+dependency that fails (the database) answers a clean 503, never a 500.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ import secrets
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
+from ipaddress import ip_address
+from ipaddress import ip_network
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,8 +44,24 @@ from .rules import MAX_PARAMETER_LENGTH
 from .rules import origin
 from .rules import storable
 
+
+def remote_network() -> str:
+    """Whom a per-address limit counts: the address, or for IPv6 its /64, which one subscriber
+    usually holds whole: counting each of its addresses apart would let one guesser pass as many."""
+    address = get_remote_address()
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return address
+    if parsed.version == 4:
+        return str(parsed)
+    if parsed.ipv4_mapped:
+        return str(parsed.ipv4_mapped)
+    return str(ip_network(f"{parsed}/64", strict=False))
+
+
 csrf = CSRFProtect()
-limiter = Limiter(get_remote_address)
+limiter = Limiter(remote_network)
 login_manager = LoginManager()
 log = logging.getLogger("connected_todos")
 
@@ -64,26 +81,6 @@ class SessionInterface(SecureCookieSessionInterface):
 def configured_limit(name: str) -> Callable[[], str]:
     """A rate limit read from the app's settings when a request is counted, not at import."""
     return lambda: current_app.config[name]
-
-
-def issuer() -> str:
-    """The issuer: PUBLIC_URL, or the request's own origin. No path, no trailing slash."""
-    return current_app.config["PUBLIC_URL"] or request.host_url.rstrip("/")
-
-
-def api_resource() -> str:
-    """The REST API's resource identifier (RFC 8707): an access token audience."""
-    return f"{issuer()}/api"
-
-
-def mcp_resource() -> str:
-    """The MCP endpoint's resource identifier, exactly the URL a person pastes into a client."""
-    return f"{issuer()}/mcp"
-
-
-def resources() -> list[str]:
-    """Every resource an access token may be issued for."""
-    return [api_resource(), mcp_resource()]
 
 
 # ---- The request log ----------------------------------------------------------------------------
@@ -217,18 +214,24 @@ def read_json() -> Any:
 # ---- Security headers ---------------------------------------------------------------------------
 
 
-def content_security_policy(form_redirects: Iterable[str] = ()) -> str:
+def content_security_policy(form_redirects: Iterable[str] = (), inline: Iterable[str] = ()) -> str:
     """The pages' CSP. form-action also governs the redirects after a form is sent, so a page
-    whose form leads on to a client's redirect URI (consent, login) names that origin."""
+    whose form leads on to a client's redirect URI (consent, login) names that origin. ``inline``
+    are the hashes of inline scripts and styles a page may run: a sandboxed frame it fills with
+    srcdoc lives under the page's own policy."""
     sources = {source for uri in form_redirects if (source := origin(uri))}  # from checked parts only
     form_action = " ".join(["'self'", *sorted(sources)])
-    return f"default-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    policy = f"default-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    policy += "; object-src 'none'"
+    if hashes := " ".join(f"'{digest}'" for digest in inline):
+        policy += f"; script-src 'self' {hashes}; style-src 'self' {hashes}"
+    return policy
 
 
-def allowing_form_redirects(page: str | Response, uris: Iterable[str]) -> Response:
-    """A page whose form may lead, through redirects, to ``uris``."""
+def with_policy(page: str | Response, form_redirects: Iterable[str] = (), inline: Iterable[str] = ()) -> Response:
+    """A page whose form may lead, through redirects, to ``form_redirects``, or that runs ``inline``."""
     response = make_response(page)
-    response.headers["Content-Security-Policy"] = content_security_policy(uris)
+    response.headers["Content-Security-Policy"] = content_security_policy(form_redirects, inline)
     return response
 
 

@@ -239,6 +239,41 @@ def exchange(base_url: str, client: Client, code: str, style: str = "post", **ex
     return token_request(base_url, client, data, style)
 
 
+# The real browser: Debian's chromium, driven by Playwright.
+CHROMIUM = "/usr/bin/chromium"
+# SCREENSHOT_DIR lets a second run at the same time (CI's PostgreSQL pass) keep its pictures apart.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).parent.parent / "docs" / "screenshots")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("needs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+def shot(page, name: str) -> None:
+    """A screenshot for the README, of the page as the test left it."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+
 @pytest.fixture
 def org(world) -> Org:
     return world.org()

@@ -162,3 +162,15 @@ def test_make_operator_names_one_member_by_organization_and_email(app, world):
 def test_setup_lists_the_operators(operator, org):
     page = operator.get("/setup").text
     assert "Operators" in page and org.admin_email in page
+
+
+def test_revoke_operator_closes_setup_to_the_member(app, base_url, world):
+    org = world.org()
+    assert run(app, "make-operator", "--org", org.slug, org.admin_email).exit_code == 0
+    person = Person(base_url, org.admin_email)
+    person.login()
+    assert person.get("/setup").status_code == 200
+    assert run(app, "revoke-operator", "--org", org.slug, org.admin_email).exit_code == 0
+    assert person.get("/setup").status_code == 403
+    events = world.sql(sa.text("SELECT event FROM audit_event WHERE actor = :a"), a=org.admin_email).scalars().all()
+    assert "operator_revoked" in events

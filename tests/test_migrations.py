@@ -33,7 +33,12 @@ def newest_revision() -> str:
 def flask_db(database_url: str, *args: str) -> subprocess.CompletedProcess:
     # As a deployment runs it, in its release phase: production, which never upgrades by itself.
     env = {**os.environ, "DATABASE_URL": database_url, "SEED_DEMO": "0", "SECRET_KEY": "k" * 40}
-    env.update(APP_ENV="production", PUBLIC_URL="https://todos.example.com", KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY)
+    env.update(
+        APP_ENV="production",
+        PUBLIC_URL="https://todos.example.com",
+        KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY,
+        RATELIMIT_STORAGE_URI="memory://",
+    )
     return subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "db", *args],
         cwd=ROOT,
@@ -98,7 +103,7 @@ def test_an_upgrade_from_the_previous_schema_keeps_the_data(tmp_path):
 
 def test_the_upgrade_seals_the_signing_keys_and_the_downgrade_opens_them(tmp_path):
     url = database_for_upgrade(tmp_path)
-    assert flask_db(url, "upgrade", "0006_member_sessions").returncode == 0
+    assert flask_db(url, "upgrade", "0006_logins_on_the_server").returncode == 0
     jwk = RSAKey.generate_key(2048, parameters={"kid": "old-key"}).as_dict(private=True)
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as c:
@@ -109,11 +114,14 @@ def test_the_upgrade_seals_the_signing_keys_and_the_downgrade_opens_them(tmp_pat
     result = flask_db(url, "upgrade")
     assert result.returncode == 0, result.stderr
     with engine.connect() as c:
-        sealed = c.execute(sa.text("SELECT sealed_jwk FROM signing_key WHERE kid = 'old-key'")).scalar()
+        sealed, retire_after = c.execute(
+            sa.text("SELECT sealed_jwk, retire_after FROM signing_key WHERE kid = 'old-key'")
+        ).one()
         columns = {column["name"] for column in sa.inspect(c).get_columns("signing_key")}
     assert "private_jwk" not in columns and jwk["d"] not in sealed
+    assert retire_after is not None  # it was stored unsealed: it signs nothing more, and goes in an hour
     assert json.loads(Fernet(KEY_ENCRYPTION_KEY).decrypt(sealed.encode())) == jwk
-    assert flask_db(url, "downgrade", "0006_member_sessions").returncode == 0
+    assert flask_db(url, "downgrade", "0006_logins_on_the_server").returncode == 0
     with engine.connect() as c:
         opened = c.execute(sa.text("SELECT private_jwk FROM signing_key WHERE kid = 'old-key'")).scalar()
     assert (opened if isinstance(opened, dict) else json.loads(opened)) == jwk

@@ -33,6 +33,7 @@ def test_production_starts_with_a_secret_key_and_public_url(tmp_path):
         SECRET_KEY="s" * 40,
         KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY,
         PUBLIC_URL="https://todos.example.com",
+        RATELIMIT_STORAGE_URI="memory://",
         SEED_DEMO="0",
     )
     assert result.returncode == 0 and "started ssss" in result.stdout
@@ -41,7 +42,12 @@ def test_production_starts_with_a_secret_key_and_public_url(tmp_path):
 def test_production_refuses_to_start_without_public_url(tmp_path):
     # RFC 9700 §4.13: the issuer must not follow a Host header an attacker chose.
     result = start(
-        tmp_path, APP_ENV="production", SECRET_KEY="s" * 40, KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY, SEED_DEMO="0"
+        tmp_path,
+        APP_ENV="production",
+        SECRET_KEY="s" * 40,
+        KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY,
+        RATELIMIT_STORAGE_URI="memory://",
+        SEED_DEMO="0",
     )
     assert result.returncode != 0 and "PUBLIC_URL is not set" in result.stderr
 
@@ -89,3 +95,22 @@ def test_development_keeps_a_generated_key_encryption_key_in_instance(app):
     key_file = Path(app.instance_path) / "key_encryption_key"
     assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
     assert app.config["KEY_ENCRYPTION_KEY"] == key_file.read_text().strip()
+
+
+def test_a_release_phase_without_app_env_seeds_no_demo_operator(tmp_path):
+    # The release phase runs flask db upgrade outside gunicorn.conf.py. Wherever a database or a
+    # public URL is configured, no demo organization and no operator may appear, whatever APP_ENV says.
+    code = "from connected_todos.models import Member, db; app.app.app_context().push(); print(Member.query.count())"
+    release = start(tmp_path, code, PUBLIC_URL="https://todos.example.com", SECRET_KEY="k" * 40)
+    assert release.returncode == 0 and release.stdout.split()[-1] == "0" and "Demo organization" not in release.stderr
+
+
+def test_production_refuses_a_short_secret_key(tmp_path):
+    result = start(tmp_path, APP_ENV="production", SECRET_KEY="x", KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY)
+    assert result.returncode != 0 and "shorter than 32 characters" in result.stderr
+
+
+def test_production_refuses_limits_counted_apart_in_each_worker(tmp_path):
+    env = {"APP_ENV": "production", "SECRET_KEY": "s" * 40, "KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY}
+    result = start(tmp_path, PUBLIC_URL="https://todos.example.com", **env)
+    assert result.returncode != 0 and "RATELIMIT_STORAGE_URI is not set" in result.stderr

@@ -212,3 +212,16 @@ def test_the_playground_is_not_managed_from_setup(base_url, operator):
 
     assert operator.get(f"/setup/clients/{PLAYGROUND_CLIENT_ID}").status_code == 404
     assert PLAYGROUND_CLIENT_ID not in operator.get("/setup").text
+
+
+def test_a_rejected_url_is_added_only_after_an_explicit_confirmation(base_url, operator):
+    # Anyone can fill the list of rejected callbacks, ChatGPT-shaped ones included: adding one
+    # from the list asks the operator to confirm it belongs to the app.
+    client, _ = create_gpt(operator)
+    planted = "https://chatgpt.com/aip/g-1111111111111111111111111111111111111111/oauth/callback"
+    requests.get(f"{base_url}/idp", params=gpt_params(client, redirect_uri=planted))
+    page = operator.get(f"/setup/clients/{client.client_id}")
+    form = {"csrf_token": csrf_of(page.text), "redirect_uri": planted, "from": "rejected"}
+    asked = operator.post(f"/setup/clients/{client.client_id}/redirect-uris", form)
+    assert asked.status_code == 200 and 'name="confirm"' in asked.text
+    assert requests.get(f"{base_url}/idp", params=gpt_params(client, redirect_uri=planted)).status_code == 400

@@ -2,6 +2,7 @@
 sheets: throttling, no account enumeration, scrypt, a new session at login, and safe cookies."""
 
 import hashlib
+import re
 import statistics
 import time
 import uuid
@@ -215,3 +216,84 @@ def test_a_forged_forwarded_for_cannot_carry_a_session_to_another_address(base_u
     assert opens_todos(victim.http, base_url)
     thief = copied(victim)
     assert not opens_todos(thief, base_url, **{"X-Forwarded-For": "198.51.100.7, 203.0.113.9"})
+
+
+def two_organizations(world) -> str:
+    """An email with an account, and the same password, in two organizations."""
+    shared = f"twice-{uuid.uuid4().hex[:8]}@example.test"
+    with world.app.app_context():
+        for n in range(2):
+            create_member(create_organization(f"Twice {n} {shared}"), shared, "Tess", PASSWORD, "member")
+        db.session.commit()
+    return shared
+
+
+def test_the_organization_choice_is_kept_on_the_server_and_used_once(base_url, world):
+    # It was the list of matched accounts in the signed cookie: a copy replayed from anywhere for
+    # five minutes, after logout or a new password, and forged by whoever knew SECRET_KEY.
+    email = two_organizations(world)
+    person = Person(base_url, email)
+    assert person.login().headers["Location"].startswith("/login/organization")
+    chooser = person.get("/login/organization")
+    member_ids = re.findall(r'name="member_id" value="(\d+)"', chooser.text)
+    thief = copied(person)
+    assert (
+        thief.get(
+            f"{base_url}/login/organization", headers={"User-Agent": "another"}, allow_redirects=False
+        ).status_code
+        == 302
+    )
+    chosen = person.post("/login/organization", {"csrf_token": csrf_of(chooser.text), "member_id": member_ids[0]})
+    assert chosen.status_code == 302 and person.get("/todos").status_code == 200
+    replay = thief.post(
+        f"{base_url}/login/organization",
+        data={"csrf_token": csrf_of(chooser.text), "member_id": member_ids[1]},
+        allow_redirects=False,
+    )
+    assert replay.headers.get("Location", "").startswith("/login")  # used up
+
+
+def test_a_forged_organization_choice_opens_nothing(app, base_url, org):
+    # With SECRET_KEY in hand one can sign any cookie; the choice it names must exist on the server.
+    from flask.sessions import SecureCookieSessionInterface
+
+    signer = SecureCookieSessionInterface().get_signing_serializer(app)
+    forged = signer.dumps({"org_choice": {"ids": [1, 2], "at": int(time.time())}})
+    http = requests.Session()
+    http.cookies.set("session", forged)
+    assert http.get(f"{base_url}/login/organization", allow_redirects=False).headers["Location"].startswith("/login")
+
+
+def test_one_ipv6_subscriber_network_is_one_address_to_the_login_throttle(app, base_url, world):
+    org = world.org()
+    with setting(app, "LOGIN_ACCOUNT_RATE_LIMIT", "2 per minute"):
+        statuses = []
+        for n in range(3):
+            person = Person(base_url, org.member_email, "wrong")
+            person.http.headers["X-Forwarded-For"] = f"2001:db8:1:2::{n + 1:x}"  # one /64
+            statuses.append(person.login().status_code)
+    assert statuses == [200, 200, 429]
+
+
+def test_while_old_hashes_remain_every_failed_login_costs_the_same(app, monkeypatch, world):
+    # An account whose hash predates email salts costs a second scrypt; until none remain, every
+    # failed login pays for one, so that time does not single such accounts out.
+    org = world.org()
+    legacy = generate_password_hash(PASSWORD)
+    world.sql(sa.text("UPDATE member SET password_hash = :h WHERE email = :e"), h=legacy, e=org.member_email)
+    try:
+        costs = [
+            scrypt_calls_of_a_failed_login(app, monkeypatch, e)
+            for e in (org.member_email, org.admin_email, "no@one.test")
+        ]
+    finally:
+        Person(world.base_url, org.member_email).login()  # remade at login
+    assert costs == [2, 2, 2]
+
+
+def test_password_salts_are_keyed_by_the_deployment(app, world, org):
+    # The salt is not the email's alone: no one can prepare guesses for an email before they hold
+    # this deployment's database.
+    stored = world.sql(sa.text("SELECT password_hash FROM member WHERE email = :e"), e=org.admin_email).scalar()
+    unkeyed = "email." + hashlib.sha256(f"connected-todos:{org.admin_email}".encode()).hexdigest()[:32]
+    assert stored.split("$")[1].startswith("email.") and stored.split("$")[1] != unkeyed

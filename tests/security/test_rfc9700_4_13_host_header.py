@@ -45,6 +45,12 @@ def test_a_forged_host_is_refused_and_changes_nothing(base_url, world, path, hea
     assert registry_snapshot(world) == before
 
 
+def test_without_public_url_a_forwarded_scheme_cannot_become_the_issuer(base_url):
+    forged = {"X-Forwarded-Proto": "http://evil.example/?"}
+    answer = requests.get(f"{base_url}/.well-known/oauth-authorization-server", headers=forged)
+    assert answer.status_code == 400 and "evil" not in answer.text
+
+
 def test_the_bearer_challenge_realm_never_follows_a_forged_host(base_url):
     response = requests.post(f"{base_url}/mcp", json={}, headers={"X-Forwarded-Host": "evil.example"})
     assert response.status_code == 400 and "evil.example" not in response.headers.get("WWW-Authenticate", "")
@@ -80,17 +86,33 @@ def test_the_takeover_chain_ends_at_an_error_page(base_url, org, world):
     assert idp(base_url, params).status_code == 400
 
 
-def test_the_playground_callback_comes_from_the_configuration(app, world):
+def test_the_playground_callback_is_a_path_on_the_apps_own_origin(app, base_url, org, world):
+    # Stored as a path, it is always PUBLIC_URL's, or in development the loopback origin the app
+    # answers on: not another loopback port, where any local process could take the code.
+    world.sql(
+        sa.text("UPDATE client SET redirect_uris = :u WHERE client_id = :c"),
+        u=json.dumps(["http://evil.example/playground/callback"]),
+        c=PLAYGROUND_CLIENT_ID,
+    )
     with app.app_context():
-        try:
-            ensure_playground_client("https://todos.example.com")
-            assert playground_redirect_uris(world) == ["https://todos.example.com/playground/callback"]
-        finally:
-            ensure_playground_client("")  # development: a loopback callback, at any port (RFC 8252 §7.3)
-    assert playground_redirect_uris(world) == [
-        "http://localhost/playground/callback",
-        "http://127.0.0.1/playground/callback",
-    ]
+        ensure_playground_client()  # at start-up: a row from before loses its other callbacks
+    assert playground_redirect_uris(world) == ["/playground/callback"]
+    _, challenge = pkce_pair()
+    person = Person(base_url, org.admin_email)
+    for callback, allowed in [
+        (f"{base_url}/playground/callback", True),
+        ("http://127.0.0.1:1/playground/callback", False),
+    ]:
+        params = {
+            "response_type": "code",
+            "client_id": PLAYGROUND_CLIENT_ID,
+            "redirect_uri": callback,
+            "state": "s",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        answer = person.authorize(params)
+        assert answer.headers.get("Location", "").startswith(callback) is allowed, answer.text[:300]
 
 
 def test_with_public_url_nothing_follows_the_host_header(app, base_url):
@@ -111,6 +133,7 @@ def test_outside_development_the_app_refuses_to_start_without_public_url(tmp_pat
         "SECRET_KEY": "s" * 40,
         "PUBLIC_URL": "",
         "KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY,
+        "RATELIMIT_STORAGE_URI": "memory://",
     }
     config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path}/never.db"
     with pytest.raises(SystemExit, match="PUBLIC_URL is not set"):

@@ -21,6 +21,7 @@ def environment(tmp_path: Path, trusted_proxies: str, **extra: str) -> dict[str,
         DATABASE_URL=f"sqlite:///{tmp_path}/app.db",
         SECRET_KEY="k" * 40,
         KEY_ENCRYPTION_KEY=KEY_ENCRYPTION_KEY,
+        RATELIMIT_STORAGE_URI="memory://",  # one worker
         SEED_DEMO="0",
         TRUSTED_PROXIES=trusted_proxies,
         **extra,

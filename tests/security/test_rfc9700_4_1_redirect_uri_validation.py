@@ -136,6 +136,8 @@ CSP_INJECTIONS = [
     "https://x.example:0/cb",
     "https://x.example:99999/cb",
     "cursor://bad host/cb",
+    "https://[fe80::1%25;sandbox;]/cb",  # an IPv6 zone id carries anything
+    "https://[v1.x]/cb",  # IPvFuture, written into a header as another host
 ]
 
 

@@ -101,3 +101,18 @@ def test_a_cross_site_request_for_a_fresh_login_logs_nobody_out(base_url, org, g
     return_to = parse_qs(urlsplit(asked.headers["Location"]).query)["returnTo"][0]
     assert "prompt=login" not in return_to and "max_age" not in return_to
     assert person.login(return_to).status_code == 302
+
+
+def test_prompt_none_after_a_fresh_login_was_asked_for_answers_login_required(base_url, org, gpt):
+    # OIDC Core §3.1.2.1: prompt=none shows no page; while a fresh login is pending it says so.
+    person = Person(base_url, org.admin_email)
+    person.login()
+    person.get("/idp", params=gpt_params(gpt, prompt="login"))
+    silent = person.get("/idp", params=gpt_params(gpt, prompt="none"))
+    assert silent.status_code == 302 and "error=login_required" in silent.headers["Location"]
+
+
+def test_a_max_age_of_thousands_of_digits_is_no_age(base_url, org, gpt):
+    person = Person(base_url, org.admin_email)
+    person.login()
+    assert person.get("/idp", params=gpt_params(gpt, max_age="9" * 5000)).status_code < 500

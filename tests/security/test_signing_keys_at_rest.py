@@ -2,6 +2,8 @@
 a stolen copy of the database cannot mint tokens. The wrong key stops the app at start, and a new
 key-encryption key can be brought in without a gap."""
 
+from datetime import timedelta
+
 import pytest
 import sqlalchemy as sa
 from conftest import app_config
@@ -9,6 +11,12 @@ from cryptography.fernet import Fernet
 from cryptography.fernet import InvalidToken
 
 from connected_todos import create_app
+from connected_todos.keys import current_signing_key
+from connected_todos.keys import forget_keys
+from connected_todos.keys import load_keys
+from connected_todos.models import SigningKey
+from connected_todos.models import db
+from connected_todos.models import utcnow
 
 
 def test_no_private_key_material_is_in_the_database(app, world):
@@ -48,3 +56,24 @@ def test_production_needs_a_key_encryption_key(tmp_path):
         create_app(config)
     with pytest.raises(SystemExit, match="must be Fernet keys"):
         create_app({**config, "KEY_ENCRYPTION_KEY": "not-a-key"})
+
+
+def test_a_key_once_stored_unsealed_signs_nothing_and_goes_after_an_hour(tmp_path):
+    # Copies of a key stored in the clear may outlive migration 0007 in backups, the write-ahead
+    # log or dead rows: it verifies what it signed for one more hour, and a new sealed key signs.
+    url = f"sqlite:///{tmp_path}/keys.db"
+    app = app_with(url, Fernet.generate_key().decode())
+    with app.app_context():
+        exposed = current_signing_key().kid
+        later = utcnow() + timedelta(hours=1)
+        db.session.execute(sa.update(SigningKey).where(SigningKey.kid == exposed).values(retire_after=later))
+        db.session.commit()
+        forget_keys()
+        signer = current_signing_key().kid
+        assert signer != exposed and {exposed, signer} <= set(load_keys().kids)
+        db.session.execute(sa.update(SigningKey).where(SigningKey.kid == exposed).values(retire_after=utcnow()))
+        db.session.commit()
+        assert (
+            exposed not in load_keys(force=True).kids
+            and db.session.scalar(sa.select(sa.func.count(SigningKey.id))) == 1
+        )
