@@ -224,7 +224,16 @@ def test_cors_exposes_the_challenge(base_url):
 
 def test_tools_list_describes_each_tool(base_url, mcp_access):
     tools = {t["name"]: t for t in rpc(base_url, mcp_access, "tools/list").json()["result"]["tools"]}
-    assert set(tools) == {"whoami", "list_todos", "add_todo", "update_todo", "complete_todo", "delete_todo"}
+    assert set(tools) == {
+        "whoami",
+        "list_todos",
+        "add_todo",
+        "update_todo",
+        "complete_todo",
+        "delete_todo",
+        "search",
+        "fetch",
+    }
     for tool in tools.values():
         assert tool["inputSchema"]["type"] == "object" and tool["outputSchema"]["type"] == "object"
         assert {"readOnlyHint", "destructiveHint", "idempotentHint"} <= set(tool["annotations"])
