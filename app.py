@@ -18,9 +18,10 @@ only the ones listed above it, so the map reads from the ground up:
   grants         the code grant with PKCE and ID tokens, the refresh grant, and `server`
   idp            /idp and consent, /oauth/*, /.well-known/*
   pages          what a member does in the browser: login, todos, members, settings
-  operators      /setup, the audit log and the playground
   api            the REST API and openapi.yaml
-  mcp_server     the MCP endpoint /mcp and its tools
+  mcp_tools      the MCP tools, search and fetch, and the MCP Apps view of the todos
+  mcp_server     /mcp: both MCP eras (2026-07-28 stateless; 2025 initialize), on the SDK's models
+  operators      /setup, the audit log, and the playground (OAuth, then MCP and the view)
   cli            `flask --app app …` commands and the demo data
   __init__       create_app(config)
 

@@ -115,6 +115,23 @@ def list_todos(
         raise TodoError(str(error), "cursor", 400) from None
 
 
+SEARCH_RESULTS = 20
+QUERY_MAX = 200
+
+
+def search_todos(member: Member, query: str) -> list[Todo]:
+    """The organization's todos whose title or notes contain every word of ``query``, in any case,
+    newest first: the search that ChatGPT's deep research and company knowledge run."""
+    if not isinstance(query, str) or len(query) > QUERY_MAX:
+        raise TodoError(f"query must be text of at most {QUERY_MAX} characters.", "query")
+    words = query.split()
+    found = todo_query(member)
+    for word in words:
+        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        found = found.where(sa.or_(Todo.title.ilike(pattern, escape="\\"), Todo.notes.ilike(pattern, escape="\\")))
+    return list(db.session.scalars(found.order_by(Todo.id.desc()).limit(SEARCH_RESULTS)))
+
+
 def get_todo(member: Member, todo_id: int) -> Todo:
     """A todo of the member's organization; another organization's todo does not exist."""
     todo = db.session.scalar(todo_query(member).where(Todo.id == todo_id)) if 0 < todo_id < ID_LIMIT else None

@@ -143,5 +143,125 @@ $("step-revoke").addEventListener("click", async () => {
     "Calling the API again with the access token:", ...(await callApi()));
 });
 
-readCallback();
-if (tokens() && !window.location.search) enable("step-verify", "step-api", "step-refresh", "step-revoke");
+
+// 6. MCP: a token for the MCP endpoint, tools/list and tools/call, and the todos view (MCP Apps)
+// rendered as a host renders it: in a sandboxed frame, speaking JSON-RPC over postMessage.
+const MCP_VERSION = "2026-07-28";
+let rpcId = 0;
+
+function mcpToken() {
+  return JSON.parse(store.getItem("playground.mcp") || "null");
+}
+
+$("step-mcp-token").addEventListener("click", async () => {
+  const verifier = randomString();
+  const state = randomString();
+  const challenge = base64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  store.setItem("playground.mcp.verifier", verifier);
+  store.setItem("playground.mcp.state", state);
+  const url = new URL(`${config.base}/idp`);
+  url.search = new URLSearchParams({
+    response_type: "code", client_id: config.clientId, redirect_uri: config.redirectUri,
+    scope: "todos:read todos:write", state, code_challenge: challenge, code_challenge_method: "S256",
+    resource: `${config.base}/mcp`,
+  }).toString();
+  window.location.assign(url.toString());
+});
+
+// Back from /idp with a code for /mcp: exchange it at once, for that resource.
+async function readMcpCallback() {
+  const params = new URLSearchParams(window.location.search);
+  const state = store.getItem("playground.mcp.state");
+  if (!state || params.get("state") !== state) return false;
+  store.removeItem("playground.mcp.state");
+  const result = await post("/oauth/token", {
+    grant_type: "authorization_code", code: params.get("code"), redirect_uri: config.redirectUri,
+    client_id: config.clientId, code_verifier: store.getItem("playground.mcp.verifier"),
+    resource: `${config.base}/mcp`,
+  });
+  show("out-mcp", result.request, describe(result), result.json);
+  if (result.response.ok) {
+    store.setItem("playground.mcp", JSON.stringify(result.json));
+    enable("step-mcp-tools", "step-mcp-list");
+  }
+  return true;
+}
+
+async function mcp(method, params = {}) {
+  const body = {
+    jsonrpc: "2.0", id: ++rpcId, method,
+    params: { ...params, _meta: {
+      "io.modelcontextprotocol/protocolVersion": MCP_VERSION,
+      "io.modelcontextprotocol/clientCapabilities": {
+        extensions: { "io.modelcontextprotocol/ui": { mimeTypes: ["text/html;profile=mcp-app"] } },
+      },
+      "io.modelcontextprotocol/clientInfo": { name: "connected-todos-playground", version: "1" },
+    } },
+  };
+  const headers = {
+    "Content-Type": "application/json", Accept: "application/json, text/event-stream",
+    Authorization: `Bearer ${mcpToken().access_token}`, "MCP-Protocol-Version": MCP_VERSION, "Mcp-Method": method,
+  };
+  if (method === "tools/call") headers["Mcp-Name"] = params.name;
+  if (method === "resources/read") headers["Mcp-Name"] = params.uri;
+  const response = await fetch("/mcp", { method: "POST", headers, body: JSON.stringify(body) });
+  const json = await response.json();
+  return { response, json, request: `POST /mcp\nMcp-Method: ${method}\n${JSON.stringify(body, null, 2)}` };
+}
+
+$("step-mcp-tools").addEventListener("click", async () => {
+  const result = await mcp("tools/list");
+  show("out-mcp", result.request, describe(result), result.json);
+});
+
+$("step-mcp-list").addEventListener("click", async () => {
+  const call = await mcp("tools/call", { name: "list_todos", arguments: {} });
+  show("out-mcp", call.request, describe(call), call.json);
+  const uri = call.json.result && (await mcp("tools/list")).json.result.tools
+    .find((tool) => tool.name === "list_todos")._meta.ui.resourceUri;
+  if (!uri) return;
+  const read = await mcp("resources/read", { uri });
+  renderView(read.json.result.contents[0].text, call.json.result);
+});
+
+// The host's side of MCP Apps (SEP-1865): ui/initialize, the tool input and result, and the view's
+// tools/call, which goes to /mcp with this page's token.
+function renderView(html, toolResult) {
+  const frame = document.createElement("iframe");
+  frame.title = "The todos view, as ChatGPT or Claude shows it";
+  frame.setAttribute("sandbox", "allow-scripts"); // an opaque origin: no access to this page
+  frame.className = "mcp-view";
+  $("mcp-view").replaceChildren(frame);
+  const view = frame.contentWindow;
+  const send = (message) => view.postMessage({ jsonrpc: "2.0", ...message }, "*");
+  window.addEventListener("message", async (event) => {
+    if (event.source !== view || !event.data || event.data.jsonrpc !== "2.0") return;
+    const { id, method, params } = event.data;
+    if (method === "ui/initialize") {
+      const dark = window.matchMedia("(prefers-color-scheme: dark)").matches;
+      send({ id, result: {
+        protocolVersion: "2026-01-26", hostInfo: { name: "Connected Todos playground", version: "1" },
+        hostCapabilities: { serverTools: {} },
+        hostContext: { theme: dark ? "dark" : "light", displayMode: "inline", platform: "web" },
+      } });
+    } else if (method === "ui/notifications/initialized") {
+      send({ method: "ui/notifications/tool-input", params: { arguments: {} } });
+      send({ method: "ui/notifications/tool-result", params: toolResult });
+    } else if (method === "ui/notifications/size-changed" && params.height) {
+      frame.style.height = `${Math.min(params.height + 4, 800)}px`;
+    } else if (method === "tools/call") {
+      const call = await mcp("tools/call", params);
+      show("out-mcp", "The view called a tool through this page:", call.request, describe(call), call.json);
+      send(call.json.error ? { id, error: call.json.error } : { id, result: call.json.result });
+    } else if (id !== undefined && method) {
+      send({ id, error: { code: -32601, message: "Method not found" } });
+    }
+  });
+  frame.srcdoc = html; // after the listener: the view's first message is ui/initialize
+}
+
+readMcpCallback().then((handled) => {
+  if (!handled) readCallback();
+  if (tokens() && !window.location.search) enable("step-verify", "step-api", "step-refresh", "step-revoke");
+  if (mcpToken()) enable("step-mcp-tools", "step-mcp-list");
+});

@@ -9,7 +9,6 @@ import http.server
 import os
 import threading
 import uuid
-from pathlib import Path
 from typing import ClassVar
 from urllib.parse import parse_qs
 from urllib.parse import urlencode
@@ -18,41 +17,17 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import sqlalchemy as sa
+from conftest import CHROMIUM
 from conftest import PASSWORD
+from conftest import Person
+from conftest import add_todo
 from conftest import bearer
+from conftest import shot
+from playwright.sync_api import expect
 
-CHROMIUM = "/usr/bin/chromium"
-# SCREENSHOT_DIR lets a second run at the same time (CI's PostgreSQL pass) keep its pictures apart.
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(__file__).parent.parent / "docs" / "screenshots")
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"
 )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
-
-
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
 class Callbacks(http.server.BaseHTTPRequestHandler):
@@ -218,4 +193,24 @@ def test_the_playground_journey_in_a_browser(base_url, browser, org):
     page.get_by_role("button", name="Revoke").click()
     page.locator("#out-refresh", has_text="→ 401").wait_for()
     shot(page, "playground")
+
+    # 6. MCP: a token for /mcp, tools/list, tools/call list_todos, and the todos view, rendered as a
+    # host renders it; ticking a todo there calls complete_todo on /mcp through the page.
+    member = Person(base_url, org.member_email)
+    member.login()
+    add_todo(member, "Seen in the playground's view")
+    page.get_by_role("button", name="Get a token for /mcp").click()
+    page.wait_for_url(lambda url: url.startswith(f"{base_url}/playground/callback"))
+    page.locator("#out-mcp", has_text="→ 200").wait_for()
+    page.get_by_role("button", name="tools/list").click()
+    page.locator("#out-mcp", has_text='"list_todos"').wait_for()
+    page.get_by_role("button", name="tools/call list_todos").click()
+    view = page.frame_locator("#mcp-view iframe")
+    row = view.locator("li", has_text="Seen in the playground's view")
+    row.locator("button.tick").click()
+    expect(row).to_have_class("done")
+    page.locator("#out-mcp", has_text="complete_todo").wait_for()
+    assert "Seen in the playground's view" not in member.get("/todos?show=open").text
+    page.locator("#mcp-view").scroll_into_view_if_needed()
+    shot(page, "playground-mcp")
     context.close()
