@@ -6,12 +6,16 @@ only the ones listed above it, so the map reads from the ground up:
   settings       the environment: every variable, its default, and the production refusals
   rules          input rules: the scope table, redirect URIs, names, emails, passwords, roles
   models         the tables (typed SQLAlchemy), secrets kept as SHA-256, keyset pages
-  web            extensions, the issuer, the request log, security headers, errors per protocol
+  web            extensions, the request log, security headers, errors per protocol
+  outbound       the one way to fetch from another host: https, public addresses only, capped
   registry       audit log, organizations, members, apps, consent, and revoke_grants: the one
                  way access ends
+  client_metadata  apps whose client_id is the URL of their metadata document (CIMD), kept as
+                 HTTP caching allows, pinned by an operator, and their keys
   todos          the todo rules, queries and JSON shapes shared by pages, REST and MCP
   keys           signing keys in the database, their rotation and each process's parsed copy
   tokens         the bearer check: JWT validation (RFC 9068), revocation lookup, challenges
+  assertions     private_key_jwt client authentication (RFC 7523)
   oauth          the Authlib server: requests, client authentication, resources, token storage,
                  revocation and introspection
   registration   dynamic client registration (RFC 7591)

@@ -28,13 +28,13 @@ from . import settings
 from . import web
 from .cli import cli
 from .cli import seed_demo
+from .client_metadata import query_client
 from .grants import server
 from .keys import SealedKeyError
 from .keys import current_signing_key
 from .models import db
 from .models import ensure_deployment
 from .oauth import save_token
-from .registry import query_client
 from .rules import NAME_MAX
 from .todos import TITLE_MAX
 

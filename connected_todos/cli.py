@@ -1,9 +1,10 @@
 """CLI: the commands an operator runs with ``flask --app app …``, and the demo data.
 
 Owns the command-line paths into the registry (clients, secrets, redirect URIs, organizations,
-members, operators, unused registrations), key rotation, writing ``openapi.yaml``, and seeding an
-empty development database. Every change goes through the same functions the pages use, so the
-same rules hold and the audit log records the command line as the actor.
+members, operators, unused registrations, pinned client metadata documents), key rotation, writing
+``openapi.yaml``, and seeding an empty development database. Every change goes through the same
+functions the pages use, so the same rules hold and the audit log records the command line as the
+actor.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import timedelta
+from typing import BinaryIO
 
 import click
 import sqlalchemy as sa
@@ -18,6 +20,10 @@ from flask.cli import AppGroup
 
 from .api import OPENAPI_BASE_URL
 from .api import openapi_yaml
+from .client_metadata import DOCUMENT_MAX_BYTES
+from .client_metadata import MetadataDocumentError
+from .client_metadata import pin
+from .client_metadata import unpin
 from .keys import SealedKeyError
 from .keys import reseal_signing_keys
 from .keys import rotate_signing_key
@@ -112,6 +118,33 @@ def add_redirect_uri_command(client_id: str, uri: str) -> None:
     except ClientMetadataError as error:
         raise click.ClickException(error.sentence) from None
     click.echo(f"{client.name} redirect URIs: {' '.join(client.redirect_uris)}")
+
+
+@cli.command("pin-client-metadata")
+@click.argument("url")
+@click.argument("file", type=click.File("rb"))
+def pin_client_metadata_command(url: str, file: BinaryIO) -> None:
+    """Use FILE as the metadata document at URL, for an app whose host turns servers away. It is
+    checked as a fetched one would be, and used until unpinned."""
+    content = file.read(DOCUMENT_MAX_BYTES + 1)
+    if len(content) > DOCUMENT_MAX_BYTES:
+        raise click.ClickException(f"{file.name} is larger than {DOCUMENT_MAX_BYTES} bytes.")
+    try:
+        client = pin(url, json.loads(content), CLI_ACTOR)
+    except (ValueError, RecursionError):
+        raise click.ClickException(f"{file.name} is not JSON.") from None
+    except MetadataDocumentError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{client.name} ({url}) now uses the pinned document; redirects to {' '.join(client.redirect_uris)}")
+
+
+@cli.command("unpin-client-metadata")
+@click.argument("url")
+def unpin_client_metadata_command(url: str) -> None:
+    """Fetch the metadata document at URL from its host again, instead of the pinned copy."""
+    client = get_client_or_fail(url)
+    unpin(client, CLI_ACTOR)
+    click.echo(f"{client.name} ({url}) is fetched from its host again.")
 
 
 def member_or_fail(slug: str, email: str) -> Member:

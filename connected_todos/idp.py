@@ -1,8 +1,9 @@
 """IdP: the endpoints an OAuth client talks to, and the consent page a member sees.
 
 Owns the authorization endpoint ``/idp`` (RFC 6749 §3.1 and §4.1, OIDC Core §3.1.2, RFC 9207): it
-checks the client and the redirect URI before anything else and never redirects to one that is
-not registered (RFC 6749 §4.1.2.1, RFC 9700 §4.1); it logs the member in and asks for consent. It
+checks the client (registered, or described by the metadata document its client_id names) and the
+redirect URI before anything else and never redirects to one that is not registered (RFC 6749
+§4.1.2.1, RFC 9700 §4.1); it logs the member in and asks for consent. It
 also owns the views of ``/oauth/*`` (token, revocation, introspection, registration, UserInfo) and
 ``/.well-known/*`` (RFC 8414, OIDC Discovery, RFC 7517, RFC 9728).
 """
@@ -10,6 +11,7 @@ also owns the views of ``/oauth/*`` (token, revocation, introspection, registrat
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 from urllib.parse import urlencode
@@ -30,13 +32,16 @@ from flask import url_for
 from flask_login import current_user
 from werkzeug.datastructures import MultiDict
 
+from .assertions import ASSERTION_ALGORITHMS
+from .client_metadata import MetadataDocumentError
+from .client_metadata import described_client
 from .grants import server
 from .keys import load_keys
-from .models import SECRET_AUTH_METHODS
 from .models import Client
 from .models import Member
 from .models import db
 from .oauth import CLIENT_AUTH_METHODS
+from .oauth import CONFIDENTIAL_AUTH_METHODS
 from .oauth import client_auth_limit
 from .oauth import lasting_access
 from .oauth import repeated_parameter_error
@@ -47,6 +52,8 @@ from .registry import query_client
 from .registry import record_rejected_redirect
 from .registry import remember_consent
 from .rules import SCOPES
+from .rules import is_loopback_host
+from .rules import is_metadata_url
 from .settings import api_resource
 from .settings import issuer
 from .settings import mcp_resource
@@ -64,28 +71,47 @@ bp = Blueprint("idp", __name__)
 # ---- The authorization endpoint and consent ----------------------------------------------------
 
 
-def authorization_request_problem(args: MultiDict[str, str]) -> tuple[str | None, Client | None]:
+@dataclass(frozen=True)
+class LinkProblem:
+    """Why an authorization request cannot go back to its client, for the person who followed it."""
+
+    message: str
+    unregistered_for: Client | None = None  # the app, when an operator may add its redirect URI
+    unfetched: str | None = None  # a metadata document URL the server could not fetch
+
+
+def authorization_request_problem(args: MultiDict[str, str]) -> LinkProblem | None:
     """Check client_id and redirect_uri before anything else; they decide whether an error may be
-    sent back to the client at all (RFC 6749 §4.1.2.1). Return what is wrong, or None, and the
-    client when the problem is a redirect URI it has not registered (an operator may add it)."""
+    sent back to the client at all (RFC 6749 §4.1.2.1). A client_id that is a URL names the app's
+    metadata document, which is fetched now unless a fresh copy is kept (CIMD §5); nothing about
+    it can be trusted until it has been checked, so every failure is this page, never a redirect."""
     for name in ("client_id", "redirect_uri"):
         if len(args.getlist(name)) > 1:
-            return f"The request has more than one {name}.", None
+            return LinkProblem(f"The request has more than one {name}.")
     client_id = args.get("client_id")
     if not client_id:
-        return "The request has no client_id, so we cannot tell which app is asking.", None
-    client = query_client(client_id)
+        return LinkProblem("The request has no client_id, so we cannot tell which app is asking.")
+    if is_metadata_url(client_id):
+        try:
+            client = described_client(client_id)
+        except MetadataDocumentError as error:
+            return LinkProblem(str(error), unfetched=client_id if error.fetch_failed else None)
+    else:
+        client = query_client(client_id)
     if client is None:
-        return f"No app with the client_id “{client_id}” is registered here.", None
+        return LinkProblem(f"No app with the client_id “{client_id}” is registered here.")
     redirect_uri = args.get("redirect_uri")
     if redirect_uri is None:
         if client.get_default_redirect_uri() is None:
-            return f"{client.name} has several redirect URIs and the request names none.", None
-        return None, None
-    if not client.check_redirect_uri(redirect_uri):
-        record_rejected_redirect(client, redirect_uri)
-        return f"The redirect URI “{redirect_uri}” is not registered for {client.name}.", client
-    return None, None
+            return LinkProblem(f"{client.name} has several redirect URIs and the request names none.")
+        return None
+    if client.check_redirect_uri(redirect_uri):
+        return None
+    if client.described:  # its document decides its redirect URIs, not an operator (CIMD §4.2)
+        return LinkProblem(f"The redirect URI “{redirect_uri}” is not listed in {client.name}'s metadata document.")
+    record_rejected_redirect(client, redirect_uri)
+    message = f"The redirect URI “{redirect_uri}” is not registered for {client.name}."
+    return LinkProblem(message, unregistered_for=client)
 
 
 def authorization_redirect(target: str) -> str | None:
@@ -135,33 +161,43 @@ def authorization_request_by_post() -> Response:
     return redirect(f"{url_for('idp.authorize')}?{urlencode(params)}", 303)
 
 
-def invalid_link(message: str, rejected: tuple[Client, str] | None = None) -> tuple[str, int]:
-    """The page a person sees for an authorization request that cannot go back to its client."""
-    return render_template(
-        "error.html", title="This sign-in link is not valid", message=message, rejected=rejected
-    ), 400
+def invalid_link(problem: LinkProblem) -> tuple[str, int]:
+    """The page a person sees for an authorization request that cannot go back to its client. An
+    operator may add an app's new redirect URI from here."""
+    operator = current_user.is_authenticated and current_user.is_operator
+    rejected = (problem.unregistered_for, request.args["redirect_uri"]) if operator else None
+    page = render_template(
+        "error.html",
+        title="This sign-in link is not valid",
+        message=problem.message,
+        rejected=rejected,
+        unfetched=problem.unfetched,
+    )
+    return page, 400
+
+
+def names_no_document() -> bool:
+    return not is_metadata_url(request.values.get("client_id", ""))
 
 
 @bp.route("/idp", methods=["GET", "POST"])
 @csrf.exempt  # the consent decision checks its token below; a request by POST changes nothing
+@limiter.limit(configured_limit("CLIENT_METADATA_RATE_LIMIT"), exempt_when=names_no_document)
 def authorize() -> Any:
     """The authorization endpoint: check the request, log the member in, ask for consent."""
     if request.method == "POST" and "decision" not in request.form:
         return authorization_request_by_post()
     if request.method == "POST":
         csrf.protect()
-    problem, unregistered_for = authorization_request_problem(request.args)
-    if problem:
-        operator = current_user.is_authenticated and current_user.is_operator
-        rejected = (unregistered_for, request.args["redirect_uri"]) if operator and unregistered_for else None
-        return invalid_link(problem, rejected)
+    if problem := authorization_request_problem(request.args):
+        return invalid_link(problem)
     member = current_user._get_current_object() if current_user.is_authenticated else None
     try:
         grant = server.get_consent_grant(end_user=member)
     except OAuth2Error as error:
         if error.redirect_uri:
             return server.handle_error_response(None, error)
-        return invalid_link(error.get_error_description())
+        return invalid_link(LinkProblem(error.get_error_description()))
     prompts = request.args.get("prompt", "").split()
     if "none" in prompts and (member is None or needs_fresh_login(prompts)):  # OIDC Core §3.1.2.1: no page
         return server.handle_error_response(
@@ -183,6 +219,8 @@ def authorize() -> Any:
         page = render_template(
             "consent.html",
             client=client,
+            document_host=urlsplit(client.client_id).netloc if client.described else None,
+            only_loopback=all(is_loopback_host(urlsplit(uri).hostname) for uri in client.redirect_uris),
             redirect_host=urlsplit(grant.redirect_uri).netloc,
             scopes=[(s, SCOPES[s].consent) for s in scope_to_list(scope) or []],
             lasting=lasting_access(client, scope),
@@ -259,8 +297,12 @@ def server_metadata() -> dict[str, Any]:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "introspection_endpoint_auth_methods_supported": SECRET_AUTH_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "client_id_metadata_document_supported": True,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": [
             "sub",

@@ -13,6 +13,7 @@ import secrets
 from datetime import UTC
 from datetime import date
 from datetime import datetime
+from importlib import import_module
 
 import sqlalchemy as sa
 from authlib.oauth2.rfc6749 import ClientMixin
@@ -26,8 +27,10 @@ from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 from werkzeug.security import check_password_hash
 
+from .rules import CLIENT_ID_MAX
 from .rules import DEFAULT_CLIENT_SCOPE
 from .rules import decode_cursor
+from .rules import is_metadata_url
 from .rules import redirect_uri_matches
 from .settings import issuer
 
@@ -168,7 +171,7 @@ class Client(ClientMixin, db.Model):
     """A connected app: an OAuth client registered with this server."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    client_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(sa.String(CLIENT_ID_MAX), unique=True)
     client_secret_hash: Mapped[str | None] = mapped_column(sa.String(64))
     # During a rotation both secrets work, until the operator completes or cancels it.
     pending_secret_hash: Mapped[str | None] = mapped_column(sa.String(64))
@@ -181,12 +184,23 @@ class Client(ClientMixin, db.Model):
     self_registered: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     client_uri: Mapped[str | None] = mapped_column(sa.String(500))
     logo_uri: Mapped[str | None] = mapped_column(sa.String(500))
+    # Set only for an app described by a metadata document: "none" or "private_key_jwt".
+    token_endpoint_auth_method: Mapped[str | None] = mapped_column(sa.String(30))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
 
+    document: Mapped[ClientMetadataDocument | None] = relationship(
+        back_populates="client", cascade="all, delete-orphan", passive_deletes=True
+    )
+
     @property
     def is_public(self) -> bool:
-        return self.client_secret_hash is None
+        return self.client_secret_hash is None and self.token_endpoint_auth_method != "private_key_jwt"
+
+    @property
+    def described(self) -> bool:
+        """Whether the client_id is the URL of a metadata document that describes the app."""
+        return is_metadata_url(self.client_id)
 
     @property
     def client_type(self) -> str:
@@ -231,7 +245,10 @@ class Client(ClientMixin, db.Model):
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         # Both secret styles work for confidential clients: they are the GPT builder's two
-        # "token exchange methods". Public clients authenticate with "none" only.
+        # "token exchange methods". Public clients authenticate with "none" only, and an app its
+        # metadata document describes with the one method the document names.
+        if self.token_endpoint_auth_method:
+            return method == self.token_endpoint_auth_method
         if self.is_public:
             return method == "none"
         return method in SECRET_AUTH_METHODS
@@ -241,6 +258,49 @@ class Client(ClientMixin, db.Model):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_types
+
+
+class ClientMetadataDocument(db.Model):
+    """The last valid metadata document of an app whose client_id is its URL, and until when it may
+    be used without fetching it again (draft-ietf-oauth-client-id-metadata-document §5.2, RFC 9111
+    §4.2). Never an error or an invalid document. An operator's pinned copy never goes stale.
+    The app's public keys for private_key_jwt are here too: inline, or as last fetched."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"), unique=True)
+    document: Mapped[dict] = mapped_column(sa.JSON)
+    pinned: Mapped[bool] = mapped_column(default=False)
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    fresh_until: Mapped[datetime] = mapped_column(default=utcnow)
+    etag: Mapped[str | None] = mapped_column(sa.String(200))
+    jwks: Mapped[dict | None] = mapped_column(sa.JSON)
+    jwks_fetched_at: Mapped[datetime | None]
+    jwks_fresh_until: Mapped[datetime | None]
+
+    client: Mapped[Client] = relationship(back_populates="document")
+
+    def is_fresh(self) -> bool:
+        return self.pinned or self.fresh_until > utcnow()
+
+
+class UsedClientAssertion(db.Model):
+    """A client assertion's jti, kept until the assertion expires so that it is used once
+    (RFC 7523 §3 item 7, OIDC Core §9). Stored as a hash: a jti is as long as the client likes."""
+
+    __table_args__ = (sa.UniqueConstraint("client_id", "jti_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(sa.ForeignKey("client.id", ondelete="CASCADE"))
+    jti_hash: Mapped[str] = mapped_column(sa.String(64))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+def insert_once(model: type[db.Model], **values: object) -> bool:
+    """Insert a row unless one with the same unique values exists; whether it was inserted.
+    Atomic on every database, across workers and hosts."""
+    dialect = db.session.get_bind().dialect.name  # the dialect's own INSERT … ON CONFLICT DO NOTHING
+    insert = import_module(f"sqlalchemy.dialects.{dialect}").insert
+    return db.session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount == 1
 
 
 class Todo(db.Model):
@@ -410,7 +470,7 @@ class AuditEvent(db.Model):
     event: Mapped[str] = mapped_column(sa.String(40), index=True)
     actor: Mapped[str | None] = mapped_column(sa.String(254))  # a member's email, or the client
     member_id: Mapped[int | None]  # kept after the member is gone: the trail outlives them
-    client_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    client_id: Mapped[str | None] = mapped_column(sa.String(CLIENT_ID_MAX), index=True)
     ip_address: Mapped[str | None] = mapped_column(sa.String(64))
     detail: Mapped[str] = mapped_column(sa.String(500), default="")
 

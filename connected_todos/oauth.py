@@ -1,17 +1,17 @@
 """OAuth: the authorization server's machinery, on Authlib.
 
 Owns how a request reaches Authlib (form or JSON bodies, comma-separated scopes), client
-authentication (RFC 6749 §2.3: client_secret_basic, client_secret_post, or none for public clients)
-and its brute-force limit, resource indicators (RFC 8707), the JWT access tokens (RFC 9068) and
-what is stored when they are issued, the claims UserInfo and ID tokens carry (OIDC Core §5.4), and
-the revocation (RFC 7009) and introspection (RFC 7662) endpoints.
+authentication (RFC 6749 §2.3: client_secret_basic, client_secret_post, none for public clients,
+and private_key_jwt from ``assertions``) and its brute-force limit, resource indicators (RFC
+8707), the JWT access tokens (RFC 9068) and what is stored when they are issued, the claims
+UserInfo and ID tokens carry (OIDC Core §5.4), and the revocation (RFC 7009) and introspection
+(RFC 7662) endpoints.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC
@@ -39,6 +39,7 @@ from flask import request
 from joserfc.jwk import KeySet
 from werkzeug.datastructures import MultiDict
 
+from .assertions import PrivateKeyJWT
 from .keys import current_signing_key
 from .models import SECRET_AUTH_METHODS
 from .models import AccessToken
@@ -53,6 +54,7 @@ from .models import utcnow
 from .registry import audit
 from .registry import revoke_grants
 from .rules import SCOPES
+from .rules import error_text
 from .rules import normalize_scope
 from .settings import api_resource
 from .settings import issuer
@@ -65,7 +67,9 @@ from .web import limiter
 from .web import read_json
 from .web import remote_network
 
-CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "private_key_jwt"]
+# Introspection answers confidential clients only: those that prove themselves.
+CONFIDENTIAL_AUTH_METHODS = [*SECRET_AUTH_METHODS, "private_key_jwt"]
 ACCESS_TOKEN_TTL = 3600  # RFC 9068 access tokens: one hour
 REFRESH_TOKEN_TTL = timedelta(days=90)  # sliding, renewed on every use
 
@@ -131,11 +135,6 @@ def normalized(values: MultiDict[str, str]) -> MultiDict[str, str]:
     return values
 
 
-def error_text(text: str) -> str:
-    r"""``text`` as an error_description may carry it: printable ASCII without " and \ (RFC 6749 §5.2)."""
-    return re.sub(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]", "?", text)
-
-
 def repeated_parameter_error(server: AuthorizationServer) -> Response | None:
     """RFC 6749 §3.2: request parameters MUST NOT be included more than once."""
     body = request_body(request)
@@ -153,6 +152,7 @@ class AuthorizationServer(FlaskAuthorizationServer):
         self.register_client_auth_method("client_secret_basic", authenticate_secret_basic)
         self.register_client_auth_method("client_secret_post", authenticate_secret_post)
         self.register_client_auth_method("none", authenticate_public)
+        self.register_client_auth_method("private_key_jwt", PrivateKeyJWT())
 
     def create_oauth2_request(self, _request: Any) -> OAuth2Request:
         return OAuth2Request(request)
@@ -195,7 +195,8 @@ def basic_credentials(authorization: str) -> tuple[str, str] | None:
 
 def two_ways(oauth_request: OAuth2Request) -> bool:
     """Whether a request carries credentials both in the header and in the body."""
-    return "Authorization" in oauth_request.headers and "client_secret" in oauth_request.form
+    form = oauth_request.form
+    return "Authorization" in oauth_request.headers and ("client_secret" in form or "client_assertion" in form)
 
 
 def authenticate_secret_basic(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
@@ -215,9 +216,10 @@ def authenticate_secret_post(query: Callable[[str], Client | None], oauth_reques
 
 
 def authenticate_public(query: Callable[[str], Client | None], oauth_request: OAuth2Request) -> Client | None:
-    client_id = oauth_request.form.get("client_id")
-    if client_id and "client_secret" not in oauth_request.form and "Authorization" not in oauth_request.headers:
-        return query(client_id)
+    form = oauth_request.form
+    client_id = form.get("client_id")
+    other_ways = {"client_secret", "client_assertion"} & form.keys() or "Authorization" in oauth_request.headers
+    return query(client_id) if client_id and not other_ways else None
     return None
 
 
@@ -229,8 +231,18 @@ def client_auth_key() -> str:
     not lock the client out; from an address it shares (ChatGPT's own), for a minute at most.
     """
     credentials = basic_credentials(request.headers.get("Authorization", ""))
-    client_id = credentials[0] if credentials else request_body(request).get("client_id", "")
+    body = request_body(request)
+    client_id = credentials[0] if credentials else body.get("client_id") or assertion_subject(body)
     return f"client-auth:{client_id[:100]}:{remote_network()}"
+
+
+def assertion_subject(body: MultiDict[str, str]) -> str:
+    """The client a private_key_jwt assertion claims to be, unverified: only to count failures."""
+    try:
+        sub = b64url_json(body.get("client_assertion", "").split(".")[1]).get("sub")
+    except (IndexError, ValueError, AttributeError, RecursionError):
+        return ""
+    return sub if isinstance(sub, str) else ""
 
 
 def failed_client_auth(response: Response) -> bool:
@@ -425,7 +437,7 @@ class Revocation(RevocationEndpoint):
 class Introspection(IntrospectionEndpoint):
     """RFC 7662, for confidential clients, about their own tokens only."""
 
-    CLIENT_AUTH_METHODS = SECRET_AUTH_METHODS
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def check_params(self, oauth_request: OAuth2Request, client: Client) -> None:
         if not oauth_request.form.get("token"):

@@ -131,14 +131,14 @@ def setup_gpt() -> Response:
     return no_store(render_client_page(client, secret=secret))
 
 
-@bp.route("/setup/clients/<client_id>")
+@bp.route("/setup/clients/<client_id:client_id>")
 @operator_required
 def setup_client(client_id: str) -> Response:
     """One connected app: the values to paste, its callback URLs and its secret."""
     return no_store(render_client_page(setup_client_or_404(client_id)))
 
 
-@bp.route("/setup/clients/<client_id>/redirect-uris", methods=["POST"])
+@bp.route("/setup/clients/<client_id:client_id>/redirect-uris", methods=["POST"])
 @operator_required
 def setup_add_redirect_uri(client_id: str) -> Any:
     """Add a callback URL: a GPT's is added at once, any other after an explicit confirmation."""
@@ -162,7 +162,7 @@ def setup_add_redirect_uri(client_id: str) -> Any:
     return redirect(url_for("operators.setup_client", client_id=client.client_id))
 
 
-@bp.route("/setup/clients/<client_id>/redirect-uris/remove", methods=["POST"])
+@bp.route("/setup/clients/<client_id:client_id>/redirect-uris/remove", methods=["POST"])
 @operator_required
 def setup_remove_redirect_uri(client_id: str) -> Any:
     """Remove a callback URL."""
@@ -173,7 +173,7 @@ def setup_remove_redirect_uri(client_id: str) -> Any:
     return redirect(url_for("operators.setup_client", client_id=client.client_id))
 
 
-@bp.route("/setup/clients/<client_id>/secret", methods=["POST"])
+@bp.route("/setup/clients/<client_id:client_id>/secret", methods=["POST"])
 @operator_required
 def setup_rotate_secret(client_id: str) -> Any:
     """Rotate a secret in three steps, as Stytch does: start, then complete or cancel."""
@@ -191,7 +191,7 @@ def setup_rotate_secret(client_id: str) -> Any:
     return redirect(url_for("operators.setup_client", client_id=client.client_id))
 
 
-@bp.route("/setup/clients/<client_id>/delete", methods=["POST"])
+@bp.route("/setup/clients/<client_id:client_id>/delete", methods=["POST"])
 @operator_required
 def setup_delete_client(client_id: str) -> Any:
     """Delete a connected app; every token it holds stops working."""

@@ -366,7 +366,7 @@ def connected_apps() -> str:
     return render_template("connected_apps.html", apps=apps)
 
 
-@bp.route("/settings/connected-apps/<client_id>/revoke", methods=["POST"])
+@bp.route("/settings/connected-apps/<client_id:client_id>/revoke", methods=["POST"])
 @login_required
 def revoke_connected_app(client_id: str) -> Any:
     """Cut an app off: its tokens for this member stop working at once."""

@@ -24,11 +24,13 @@ from flask import request
 from .models import Client
 from .models import new_secret
 from .models import sha256
-from .oauth import error_text
 from .registry import new_client_id
 from .registry import register_client
 from .rules import DEFAULT_CLIENT_SCOPE
+from .rules import GRANT_TYPES
+from .rules import MAX_REDIRECT_URIS
 from .rules import ClientMetadataError
+from .rules import error_text
 from .rules import link_problem
 from .rules import normalize_scope
 from .tokens import BearerError
@@ -36,8 +38,6 @@ from .tokens import bearer_challenge
 from .web import read_json
 
 REGISTRATION_AUTH_METHODS = ["none", "client_secret_basic", "client_secret_post"]
-GRANT_TYPES = {"authorization_code", "refresh_token"}
-MAX_REDIRECT_URIS = 10
 
 
 class ClientMetadata(ClientMetadataClaims):
@@ -83,7 +83,7 @@ class ClientMetadata(ClientMetadataClaims):
         grant_types = self.setdefault("grant_types", ["authorization_code"])
         if (
             not isinstance(grant_types, list)
-            or not set(grant_types) <= GRANT_TYPES
+            or not set(grant_types) <= set(GRANT_TYPES)
             or "authorization_code" not in grant_types
         ):
             raise InvalidClientMetadataError("grant_types may be authorization_code and refresh_token.")

@@ -38,6 +38,7 @@ from .models import password_hash
 from .models import sha256
 from .models import utcnow
 from .rules import DEFAULT_CLIENT_SCOPE
+from .rules import ClientMetadataError
 from .rules import check_client_metadata
 from .rules import is_safe_return_path
 from .rules import normalize_email
@@ -58,6 +59,8 @@ AUDIT_EVENTS = (
     "client_created",
     "client_registered",
     "client_secret_rotated",
+    "client_metadata_pinned",
+    "client_metadata_unpinned",
     "client_deleted",
     "redirect_uri_added",
     "redirect_uri_removed",
@@ -339,6 +342,8 @@ def new_client_id() -> str:
 
 
 def query_client(client_id: str) -> Client | None:
+    """The app the registry holds under a client_id, as it is (client_metadata.query_client also
+    fetches a described app's document again when it is stale)."""
     return db.session.scalar(sa.select(Client).where(Client.client_id == client_id))
 
 
@@ -388,6 +393,8 @@ def register_client(
 
 
 def add_redirect_uri(client: Client, uri: str, by: Member | None = None) -> None:
+    if client.described:
+        raise ClientMetadataError("redirect_uris", "cannot be added: the app's metadata document lists them", uri)
     check_client_metadata(redirect_uris=[uri])
     audit("redirect_uri_added", by, client.client_id, uri, actor=actor_name(by))
     if uri not in client.redirect_uris:

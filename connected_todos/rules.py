@@ -1,7 +1,8 @@
 """Rules: what the app accepts as input, written once for REST, MCP, the web pages and the CLI.
 
 Owns the table of scopes (the words the consent page shows, and which operations need each one),
-the redirect URI rules (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §4.1), the names people and apps
+the redirect URI rules (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §4.1), which client_ids are
+metadata document URLs (draft-ietf-oauth-client-id-metadata-document §3), the names people and apps
 show (RFC 7591 §5), emails, passwords and roles, safe return paths, and text a database can store.
 Nothing here touches the database or the request.
 """
@@ -56,6 +57,8 @@ def scope_problem(scope: str) -> str | None:
 
 
 URI_MAX = 500
+MAX_REDIRECT_URIS = 10  # per app: enough for every host and port it runs on
+GRANT_TYPES = ("authorization_code", "refresh_token")  # the grants an app may use here
 # Schemes a browser or the OS would treat as something other than "open this app".
 UNSAFE_SCHEMES = {"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "ftp", "ws", "wss"}
 
@@ -179,6 +182,36 @@ def link_problem(uri: Any) -> str | None:
     return None
 
 
+CLIENT_ID_MAX = 255
+
+
+def is_metadata_url(client_id: str) -> bool:
+    """Whether a client_id is the URL of the client's own metadata document
+    (draft-ietf-oauth-client-id-metadata-document §3). The client_ids this app makes are letters
+    and digits, so none of them is one (§7.1)."""
+    return client_id.startswith("https://")
+
+
+def metadata_url_problem(url: str) -> str | None:
+    """Why a URL cannot be a client_id that names a metadata document (§3), or None."""
+    if len(url) > CLIENT_ID_MAX:
+        return f"is longer than {CLIENT_ID_MAX} characters"
+    try:
+        scheme, host, _ = parse_uri(url)  # no user information, a valid host
+    except ValueError as error:
+        return str(error)
+    parts = urlsplit(url)
+    if scheme != "https" or not host:
+        return "must be an https URL"
+    if not parts.path:
+        return "must have a path (§3)"
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        return "must not have . or .. path segments (§3)"
+    if "?" in url or "#" in url:
+        return "must have no query or fragment (§3)"
+    return None
+
+
 FIELD_LABELS = {"client_name": "The name", "redirect_uris": "The redirect URI", "scope": "The scope"}
 
 
@@ -282,6 +315,11 @@ def is_safe_return_path(target: str | None) -> bool:
         if parts.scheme or parts.netloc:
             return False
     return True
+
+
+def error_text(text: str) -> str:
+    r"""``text`` as an error_description may carry it: printable ASCII without " and \ (RFC 6749 §5.2)."""
+    return re.sub(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]", "?", text)
 
 
 MAX_PARAMETER_LENGTH = 8192

@@ -1,10 +1,10 @@
 """Settings: the deployment's configuration, read from the environment when an app is made.
 
-Owns every environment variable the app reads and its default, the refusals that keep a
-production deployment from starting unsafe (no SECRET_KEY, KEY_ENCRYPTION_KEY or PUBLIC_URL, or
-rate limits counted apart in each worker), and the deployment's own URLs: the issuer (RFC 8414
-§2), which never follows a Host header an attacker chose (RFC 9700 §4.13), and the resource
-identifiers (RFC 8707).
+Owns every environment variable the app reads and its default, the refusals that keep a production
+deployment from starting unsafe (no SECRET_KEY, KEY_ENCRYPTION_KEY or PUBLIC_URL, rate limits
+counted apart in each worker, or client metadata fetched from loopback), and the deployment's own
+URLs: the issuer (RFC 8414 §2), which never follows a Host header an attacker chose (RFC 9700
+§4.13), and the resource identifiers (RFC 8707).
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ RATE_LIMITS = {
     # introspection endpoints together; one short window, so a locked-out client recovers soon.
     "CLIENT_AUTH_RATE_LIMIT": ("RATE_LIMIT_CLIENT_AUTH", "10 per minute"),
     "REGISTRATION_RATE_LIMIT": ("RATE_LIMIT_REGISTRATION", "20 per minute; 200 per day"),
+    # Authorization requests whose client_id is a metadata document URL, per address: each may
+    # make the server fetch from another host.
+    "CLIENT_METADATA_RATE_LIMIT": ("RATE_LIMIT_CLIENT_METADATA", "30 per minute"),
     "API_RATE_LIMIT": ("RATE_LIMIT_API", "600 per minute"),
 }
 
@@ -80,6 +83,9 @@ def from_environment(instance_path: str) -> dict[str, Any]:
         **{name: env.get(variable, default) for name, (variable, default) in RATE_LIMITS.items()},
         # RFC 7591 §3: when set, dynamic registration is closed to all but holders of this token.
         "INITIAL_ACCESS_TOKEN": env.get("INITIAL_ACCESS_TOKEN", "").strip(),  # env files add newlines
+        # Development only: let client metadata documents and keys come from this machine's own
+        # loopback addresses (draft-ietf-oauth-client-id-metadata-document §8.6), as tests serve them.
+        "CIMD_ALLOW_LOOPBACK": env.get("CIMD_ALLOW_LOOPBACK") == "1",
         "MCP_ALLOWED_ORIGINS": [o.strip() for o in env.get("MCP_ALLOWED_ORIGINS", "").split(",") if o.strip()]
         or list(DEFAULT_MCP_ORIGINS),
     }
@@ -108,6 +114,11 @@ def check(config: dict[str, Any], instance_path: str) -> None:
     except ValueError:
         message = "KEY_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64 bytes each), comma-separated."
         raise SystemExit(message) from None
+    if production and config.get("CIMD_ALLOW_LOOPBACK"):
+        raise SystemExit(
+            "CIMD_ALLOW_LOOPBACK is for development: in production a client's metadata document must never "
+            "be fetched from this machine's own addresses. Unset it."
+        )
     if not config["RATELIMIT_STORAGE_URI"]:
         # Counted in each worker's memory, every limit would be multiplied by the number of workers.
         raise SystemExit(

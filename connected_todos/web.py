@@ -8,6 +8,7 @@ dependency that fails (the database) answers a clean 503, never a 500.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -37,6 +38,8 @@ from flask_wtf.csrf import CSRFError
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import SecurityError
+from werkzeug.routing import BaseConverter
+from werkzeug.routing import ValidationError
 from werkzeug.serving import WSGIRequestHandler
 
 from .models import db
@@ -322,8 +325,27 @@ def csrf_error(error: CSRFError) -> tuple[str, int]:
     return render_template("error.html", title="The form expired", message=error.description), 400
 
 
+class ClientIdConverter(BaseConverter):
+    """A client_id as one path segment. The app's own are letters and digits; a metadata document
+    URL travels base64url-encoded after a "~", since proxies merge and decode slashes in paths."""
+
+    def to_python(self, value: str) -> str:
+        if not value.startswith("~"):
+            return value
+        try:
+            return base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4)).decode()
+        except ValueError:
+            raise ValidationError from None  # a 404, as for any client_id that is not registered
+
+    def to_url(self, value: str) -> str:
+        if value.isascii() and value.isalnum():
+            return value
+        return "~" + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
 def init_app(app: Flask) -> None:
     """Wire the extensions, the hooks and the error handlers into ``app``."""
+    app.url_map.converters["client_id"] = ClientIdConverter
     app.before_request(require_https)  # first: nothing may answer over http, not even a CSRF error
     login_manager.init_app(app)
     login_manager.login_view = "pages.login"

@@ -32,6 +32,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 import time_machine
+from document_host import DocumentHost
 from joserfc import jwt
 from werkzeug.serving import make_server
 
@@ -148,6 +149,23 @@ class World:
             result = db.session.execute(statement, params)
             db.session.commit()
             return result
+
+
+@pytest.fixture(scope="session")
+def document_host(tmp_path_factory) -> DocumentHost:
+    """A loopback https host for client metadata documents and key sets, with its own test CA."""
+    host = DocumentHost(tmp_path_factory.mktemp("document-host"))
+    yield host
+    host.close()
+
+
+@pytest.fixture
+def documents(app, document_host, monkeypatch) -> DocumentHost:
+    """The document host, as the app trusts it within one test: its CA, and loopback allowed."""
+    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):  # the app reads either
+        monkeypatch.setenv(variable, str(document_host.ca))
+    with setting(app, "CIMD_ALLOW_LOOPBACK", True):
+        yield document_host
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,13 @@ def test_both_metadata_documents_are_the_same_and_valid(base_url):
     assert oidc["token_endpoint"] == f"{base_url}/oauth/token"
     assert oidc["code_challenge_methods_supported"] == ["S256"]
     assert oidc["authorization_response_iss_parameter_supported"] is True
-    assert set(oidc["token_endpoint_auth_methods_supported"]) == {"client_secret_basic", "client_secret_post", "none"}
+    methods = {"client_secret_basic", "client_secret_post", "none", "private_key_jwt"}
+    assert set(oidc["token_endpoint_auth_methods_supported"]) == methods
+    # RFC 8414 §2: required with private_key_jwt; asymmetric algorithms only, never "none".
+    algorithms = oidc["token_endpoint_auth_signing_alg_values_supported"]
+    assert "RS256" in algorithms and not {"none", "HS256", "HS384", "HS512"} & set(algorithms)
+    # draft-ietf-oauth-client-id-metadata-document §6; Claude also looks for "none" above.
+    assert oidc["client_id_metadata_document_supported"] is True
     assert set(oidc["scopes_supported"]) >= {
         "openid",
         "profile",

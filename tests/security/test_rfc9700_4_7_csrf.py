@@ -13,6 +13,7 @@ from conftest import gpt_params
 from flask import Flask
 
 from connected_todos import BLUEPRINTS
+from connected_todos.web import ClientIdConverter
 
 
 def test_consent_form_needs_its_csrf_token(base_url, org, gpt):
@@ -43,13 +44,14 @@ PROTOCOL_PATHS = ("/oauth/", "/api/", "/mcp", "/idp")
 def routes() -> Flask:
     """The app's routes, without an app's database: its blueprints on a bare Flask."""
     site = Flask(__name__)
+    site.url_map.converters["client_id"] = ClientIdConverter
     for blueprint in BLUEPRINTS:
         site.register_blueprint(blueprint)
     return site
 
 
 FORM_PATHS = sorted(
-    re.sub(r"<(?:int:)?\w+>", "1", rule.rule)
+    re.sub(r"<(?:\w+:)?\w+>", "1", rule.rule)
     for rule in routes().url_map.iter_rules()
     if "POST" in rule.methods and not rule.rule.startswith(PROTOCOL_PATHS)
 )
