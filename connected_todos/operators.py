@@ -104,18 +104,24 @@ def render_client_page(client: Client, secret: str | None = None, pending_uri: s
 @bp.route("/setup")
 @operator_required
 def setup() -> Response:
-    """The operator's page: connect a GPT or an MCP client, and see every connected app."""
+    """The operator's page: connect an MCP client or a GPT, and see every connected app."""
     clients = db.session.scalars(
         sa.select(Client).where(Client.client_id != PLAYGROUND_CLIENT_ID).order_by(Client.created_at.desc())
     ).all()
     rows = [(client, connected_members(client)) for client in clients]
+    mcp_clients = [(client, members) for client, members in rows if client.self_registered]
+    registered = [(client, members) for client, members in rows if not client.self_registered]
     operators = db.session.execute(
         sa.select(Member, Organization.name)
         .join(Organization, Organization.id == Member.organization_id)
         .where(Member.is_operator)
         .order_by(Organization.name, Member.email)
     ).all()
-    return no_store(render_template("setup.html", clients=rows, operators=operators, base=issuer()))
+    return no_store(
+        render_template(
+            "setup.html", mcp_clients=mcp_clients, registered=registered, operators=operators, base=issuer()
+        )
+    )
 
 
 @bp.route("/setup/gpt", methods=["POST"])

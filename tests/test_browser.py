@@ -214,3 +214,51 @@ def test_the_playground_journey_in_a_browser(base_url, browser, org):
     page.locator("#mcp-view").scroll_into_view_if_needed()
     shot(page, "playground-mcp")
     context.close()
+
+
+def test_an_app_described_by_its_metadata_document_in_a_browser(app, base_url, browser, documents, operator, org):
+    """CIMD: the consent page names the document's host and warns about a redirect to this
+    computer; /setup lists the app under the MCP clients, by name and URL."""
+    path = f"/oauth/{uuid.uuid4().hex[:8]}/client.json"
+    client_id = documents.url(path)
+    document = {
+        "client_id": client_id,
+        "client_name": "Desktop Agent",
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "token_endpoint_auth_method": "none",
+    }
+    documents.put(path, document, Cache_Control="max-age=300")
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": "http://127.0.0.1:8765/callback",
+            "scope": "todos:read todos:write",
+            "state": "s",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+        }
+    )
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.goto(f"{base_url}/idp?{query}")
+    page.get_by_label("Email").fill(org.member_email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: url.startswith(f"{base_url}/idp"))
+    expect(page.get_by_text("described itself")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("a program on your own computer")
+    shot(page, "consent-metadata-document")
+    with page.expect_request(lambda request: request.url.startswith("http://127.0.0.1:8765/callback")):
+        page.get_by_role("button", name="Allow").click()
+
+    setup_page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    setup_page.goto(f"{base_url}/login")
+    setup_page.get_by_label("Email").fill(operator.email)  # a login is bound to its browser
+    setup_page.get_by_label("Password").fill(PASSWORD)
+    setup_page.get_by_role("button", name="Log in").click()
+    setup_page.wait_for_url(lambda url: not url.startswith(f"{base_url}/login"))
+    setup_page.goto(f"{base_url}/setup")
+    expect(setup_page.get_by_role("link", name="Desktop Agent")).to_be_visible()
+    expect(setup_page.get_by_text(client_id)).to_be_visible()
+    shot(setup_page, "setup-mcp")

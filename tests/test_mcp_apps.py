@@ -11,6 +11,7 @@ import http.server
 import json
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -87,15 +88,22 @@ def host_bundle(tmp_path_factory) -> Path:
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
     build = Path.home() / ".cache" / "connected-todos" / f"mcp-apps-host-{digest}"
     if not (build / "host.bundle.js").exists():
-        build.mkdir(parents=True, exist_ok=True)
+        # Built aside and renamed into place: CI's two passes may build it at the same moment.
+        build.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{build.name}-", dir=build.parent))
         for path in sources:
-            shutil.copy(path, build / path.name)
+            shutil.copy(path, work / path.name)
         npm = ["npm", "install", "--no-audit", "--no-fund", "--silent"]
-        subprocess.run(npm, cwd=build, check=True, capture_output=True, timeout=600)
-        esbuild = [str(build / "node_modules" / ".bin" / "esbuild"), "host.js", "--bundle", "--format=esm"]
-        esbuild += ["--platform=browser", "--target=es2022", "--outfile=host.bundle.js.part"]
-        subprocess.run(esbuild, cwd=build, check=True, capture_output=True, timeout=300)
-        (build / "host.bundle.js.part").rename(build / "host.bundle.js")
+        subprocess.run(npm, cwd=work, check=True, capture_output=True, timeout=600)
+        esbuild = [str(work / "node_modules" / ".bin" / "esbuild"), "host.js", "--bundle", "--format=esm"]
+        esbuild += ["--platform=browser", "--target=es2022", "--outfile=host.bundle.js"]
+        subprocess.run(esbuild, cwd=work, check=True, capture_output=True, timeout=300)
+        if build.exists() and not (build / "host.bundle.js").exists():
+            shutil.rmtree(build, ignore_errors=True)  # a build an earlier run left unfinished
+        try:
+            work.rename(build)
+        except OSError:  # the other pass renamed its build first
+            build = work
     served = tmp_path_factory.mktemp("host")
     for name in ("host.html", "host.bundle.js"):
         shutil.copy(build / name, served / name)

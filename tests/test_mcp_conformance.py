@@ -1,5 +1,5 @@
 """The official MCP conformance suite (@modelcontextprotocol/conformance, pinned by
-../shared/tools/mcp-conformance/run.sh), run against /mcp: the scenarios that apply to a server
+tests/mcp_conformance/run.sh), run against /mcp: the scenarios that apply to a server
 with tools of its own, in 2025-11-25 and 2026-07-28.
 
 The suite sends no Authorization header, so it talks to a loopback proxy that adds a real bearer
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import setting
 
-RUN_SH = Path(__file__).resolve().parents[2] / "shared" / "tools" / "mcp-conformance" / "run.sh"
+RUN_SH = Path(__file__).resolve().parent / "mcp_conformance" / "run.sh"
 pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="the conformance suite runs on Node")
 
 # Checks that call the suite's own test tools (test_missing_capability, test_streaming_elicitation,

@@ -11,6 +11,8 @@ from conftest import callback_params
 from conftest import csrf_of
 from conftest import exchange
 from conftest import gpt_params
+from conftest import mcp_client
+from conftest import mcp_token
 from conftest import token_request
 
 CALLBACK = "https://chatgpt.com/aip/g-1bc9e788468a358cb5138906b5c6d706d0ecb2cc/oauth/callback"
@@ -39,6 +41,18 @@ def test_only_operators_open_setup(base_url, org):
     member.login()
     response = member.get("/setup")
     assert response.status_code == 403 and "make-operator" in response.text
+
+
+def test_setup_leads_with_mcp_and_marks_the_gpt_path_as_legacy(base_url, operator, org, world):
+    mcp_token(base_url, org.admin_email, mcp_client(world))  # an MCP client that registered itself
+    page = operator.get("/setup").text
+    mcp, gpt = page.index("Connect ChatGPT, Claude or another MCP client"), page.index("Connect a custom GPT")
+    assert mcp < gpt and "(legacy)" in page and "11 December 2026" in page
+    assert f'value="{base_url}/mcp"' in page and 'data-copy="mcp-url"' in page
+    for host in ("ChatGPT:", "Claude:", "Claude Code:", "VS Code:", "Cursor:", "MCP Inspector:"):
+        assert host in page
+    clients = page[mcp:gpt]
+    assert "Raw MCP client" in clients and "registered itself" in clients
 
 
 def test_connect_a_custom_gpt_shows_every_value_once(base_url, operator):
