@@ -8,6 +8,7 @@ makes a signing key and seeds the demo data. ``app.py`` beside the package maps 
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,6 +86,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.jinja_env.globals.update(name_max=NAME_MAX, title_max=TITLE_MAX)  # the forms' maxlength
+    app.jinja_env.filters["shell_quote"] = shlex.quote  # for commands a page asks an operator to run
     for command in cli.commands.values():
         app.cli.add_command(command)
     with app.app_context():

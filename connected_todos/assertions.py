@@ -32,12 +32,22 @@ from .models import utcnow
 from .outbound import FetchError
 from .rules import error_text
 from .settings import issuer
+from .tokens import b64url_json
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # Asymmetric only: an HMAC would need a secret shared with the app, which it must not have.
 ASSERTION_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 ASSERTION_LIFETIME_MAX = 300  # seconds: RFC 7523 §3 lets a server refuse an exp far in the future
 LEEWAY = 30  # seconds of clock skew
+
+
+def unverified_subject(assertion: str) -> str | None:
+    """The sub an assertion claims, before anything about it is checked."""
+    try:
+        sub = b64url_json(assertion.split(".")[1]).get("sub")
+    except (IndexError, ValueError, AttributeError, RecursionError):
+        return None
+    return sub if isinstance(sub, str) else None
 
 
 def refused(description: str) -> InvalidClientError:
@@ -59,12 +69,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return None
         if "Authorization" in oauth_request.headers or "client_secret" in form:
             raise refused("Authenticate one way only: an assertion, with no secret and no Authorization header.")
+        # RFC 7521 §4.2, checked before any key is looked up (which may fetch the app's key set).
+        if "client_id" in form and form["client_id"] != unverified_subject(form.get("client_assertion", "")):
+            raise refused("The client_id differs from the assertion's sub.")
         try:
             client = super().__call__(query_client, oauth_request)
         except InvalidClientError as error:
             raise refused(error.description or "The assertion is not valid.") from None
-        if client is not None and form.get("client_id", client.client_id) != client.client_id:
-            raise refused("The client_id differs from the assertion's sub.")
         return client
 
     def get_audiences(self) -> list[str]:

@@ -101,9 +101,10 @@ def list_clients_command() -> None:
 def rotate_client_secret_command(client_id: str) -> None:
     """Give a confidential client a new secret; the old one stops working."""
     client = get_client_or_fail(client_id)
-    if client.is_public:
-        raise click.ClickException("A public client has no secret.")
-    secret = replace_client_secret(client)
+    try:
+        secret = replace_client_secret(client)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"client_secret: {secret}")
 
 
@@ -244,7 +245,12 @@ def prune_clients_command(days: int, delete: bool) -> None:
     """List self-registered clients that were never used, and delete them with --delete."""
     cutoff = utcnow() - timedelta(days=days)
     unused = db.session.scalars(
-        sa.select(Client).where(Client.self_registered, Client.last_used_at.is_(None), Client.created_at <= cutoff)
+        sa.select(Client).where(
+            Client.self_registered,
+            Client.token_endpoint_auth_method.is_(None),  # described apps have their own bound
+            Client.last_used_at.is_(None),
+            Client.created_at <= cutoff,
+        )
     ).all()
     for client in unused:
         click.echo(f"{client.client_id}  {client.name}  registered {client.created_at:%Y-%m-%d}")

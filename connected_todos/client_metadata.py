@@ -11,13 +11,13 @@ name, redirect URIs and scope may be is ``rules.check_client_metadata``, as for 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from .models import AuthorizationCode
@@ -48,6 +48,7 @@ DOCUMENT_MAX_BYTES = 5 * 1024  # §8.7's recommended limit
 JWKS_MAX_BYTES = 16 * 1024  # a key set: room for several RSA keys during a rotation
 MIN_FRESHNESS = 60  # §5.2 lets a server set bounds: fetch a document at most once a minute
 UNCONNECTED_KEPT = 500  # described apps no member has connected yet; the oldest beyond this go
+ETAG = re.compile(r'(W/)?"[\x21\x23-\x7e]{0,190}"')  # fits its column of 200
 AUTH_METHODS = ("none", "private_key_jwt")
 PRIVATE_KEY_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 PUBLIC_KEY_TYPES = {"RSA", "EC", "OKP"}
@@ -95,10 +96,11 @@ def describe(url: str, document: dict[str, Any]) -> Description:
     if method not in AUTH_METHODS:
         raise wrong(f"names the token_endpoint_auth_method {str(method)[:40]!r}; use none or private_key_jwt (§4.1)")
     grant_types = document.get("grant_types", ["authorization_code"])  # RFC 7591 §2's default
-    if not isinstance(grant_types, list) or "authorization_code" not in grant_types:
-        raise wrong("must allow the authorization_code grant")
-    if "code" not in document.get("response_types", ["code"]):
-        raise wrong("must allow the code response type")
+    if not is_list_of_text(grant_types) or "authorization_code" not in grant_types:
+        raise wrong("must allow the authorization_code grant, in a list of grant types")
+    response_types = document.get("response_types", ["code"])
+    if not is_list_of_text(response_types) or "code" not in response_types:
+        raise wrong("must allow the code response type, in a list of response types")
     check_keys(document, method, wrong)
     links = {key: document[key] for key in ("client_uri", "logo_uri") if document.get(key) is not None}
     for key, link in links.items():
@@ -120,6 +122,10 @@ def describe(url: str, document: dict[str, Any]) -> Description:
     except ClientMetadataError as error:
         raise wrong(f"is not acceptable: {error.message}") from None
     return description
+
+
+def is_list_of_text(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def check_keys(document: dict[str, Any], method: str, wrong: Any) -> None:
@@ -151,8 +157,8 @@ def public_keys(jwks: Any) -> KeySet:
         raise ValueError("hold private key material")
     try:
         return KeySet.import_key_set({"keys": keys})
-    except (JoseError, ValueError, TypeError) as error:
-        raise ValueError(f"cannot be read ({str(error)[:100]})") from None
+    except Exception:  # joserfc raises what a key's fields make it raise (KeyError for a curve, …)
+        raise ValueError("hold a key that cannot be read") from None
 
 
 # ---- Fetching and keeping (§5, §5.2) -----------------------------------------------------------
@@ -164,6 +170,8 @@ def described_client(url: str) -> Client:
     if problem := metadata_url_problem(url):
         raise MetadataDocumentError(url, f"cannot be used: the client_id {problem}")
     client = query_registered(url)
+    if client is not None and client.blocked_at is not None:
+        raise MetadataDocumentError(url, "names an app that an operator has blocked")
     if client is not None and client.document is not None and client.document.is_fresh():
         return client
     return refresh(url, client)
@@ -174,7 +182,11 @@ def query_client(client_id: str) -> Client | None:
     fetched again when it is not; until that succeeds the app is unknown (§5.1). Only apps the
     registry already holds are fetched here: a new URL is fetched at /idp alone."""
     client = query_registered(client_id)
-    if client is None or not client.described or client.document is None or client.document.is_fresh():
+    if client is None or not client.described or client.document is None:
+        return client
+    if client.blocked_at is not None or attempted_lately(client.document.attempted_at):
+        return None if client.blocked_at or not client.document.is_fresh() else client
+    if client.document.is_fresh():
         return client
     try:
         return refresh(client_id, client)
@@ -183,9 +195,18 @@ def query_client(client_id: str) -> Client | None:
         return None
 
 
+def attempted_lately(attempted_at: Any) -> bool:
+    """Whether a fetch was tried within the last minute: the token endpoint, which anyone can call
+    with an app's client_id, tries a failing host no more often than that."""
+    return attempted_at is not None and utcnow() - attempted_at < timedelta(seconds=MIN_FRESHNESS)
+
+
 def refresh(url: str, client: Client | None) -> Client:
     """Fetch a document (revalidating the copy kept, if any), check it and keep it."""
     kept = client.document if client is not None else None
+    if kept is not None:
+        kept.attempted_at = utcnow()
+    db.session.commit()  # no transaction stays open while another host is asked
     try:
         fetched = fetch_json(
             url,
@@ -198,7 +219,8 @@ def refresh(url: str, client: Client | None) -> Client:
     document = fetched.document if fetched.document is not None else kept.document  # 304: unchanged
     description = describe(url, document)
     fresh_until = utcnow() + timedelta(seconds=max(fetched.fresh_for, MIN_FRESHNESS))
-    return keep(url, description, document, client, fresh_until=fresh_until, etag=fetched.etag)
+    etag = fetched.etag if fetched.etag and ETAG.fullmatch(fetched.etag) else None  # RFC 9110 §8.8.3, sized
+    return keep(url, description, document, client, fresh_until=fresh_until, etag=etag)
 
 
 def keep(
@@ -220,16 +242,23 @@ def keep(
         client.document = ClientMetadataDocument(document=document)
     kept = client.document
     if kept.document.get("jwks_uri") != document.get("jwks_uri"):
-        kept.jwks = kept.jwks_fresh_until = None  # the keys come from elsewhere now
+        kept.jwks = kept.jwks_fresh_until = kept.jwks_attempted_at = None  # the keys come from elsewhere now
+    changed = (client.redirect_uris, client.token_endpoint_auth_method, kept.document.get("jwks_uri")) != (
+        description.redirect_uris,
+        description.token_endpoint_auth_method,
+        document.get("jwks_uri"),
+    )
+    if not new and changed:  # CIMD §8.4: where it sends codes, or how it proves itself, changed
+        db.session.execute(sa.delete(Consent).where(Consent.client_id == client.id))
+    client.client_secret_hash = client.pending_secret_hash = None  # a document's app holds no secret
     client.name, client.redirect_uris, client.scope = description.name, description.redirect_uris, description.scope
     client.grant_types = description.grant_types
     client.token_endpoint_auth_method = description.token_endpoint_auth_method
     client.client_uri, client.logo_uri = description.links.get("client_uri"), description.links.get("logo_uri")
     kept.document, kept.fetched_at, kept.etag, kept.pinned = document, utcnow(), etag, pinned
     kept.fresh_until = fresh_until or utcnow()
-    if new:
-        detail = "described by its metadata document; redirects to " + " ".join(description.redirect_uris)
-        audit("client_registered", client_id=url, actor=description.name, detail=detail)
+    # Not audited here: anyone can make /idp fetch a document. The audit log records the app once
+    # a member allows it (consent_given), and an operator's pin.
     try:
         db.session.commit()
     except sa.exc.IntegrityError:  # another worker kept it first: theirs is as fresh
@@ -249,12 +278,13 @@ def forget_unconnected() -> None:
     unconnected = (
         sa.select(Client.id)
         .join(ClientMetadataDocument)
-        .where(~ClientMetadataDocument.pinned, Client.id.not_in(connected))
+        .where(~ClientMetadataDocument.pinned, Client.blocked_at.is_(None), Client.id.not_in(connected))
         .order_by(Client.id.desc())
         .offset(UNCONNECTED_KEPT)
     )
     if ids := db.session.scalars(unconnected).all():
-        db.session.execute(sa.delete(Client).where(Client.id.in_(ids)))
+        # The condition again, in the DELETE itself: an app connected a moment ago stays.
+        db.session.execute(sa.delete(Client).where(Client.id.in_(ids), Client.id.not_in(connected)))
         db.session.commit()
 
 
@@ -294,9 +324,12 @@ def client_keys(client: Client, unknown_kid: bool = False) -> KeySet:
         return public_keys(kept.document["jwks"])
     now = utcnow()
     fresh = kept.jwks is not None and kept.jwks_fresh_until and kept.jwks_fresh_until > now
-    recent = kept.jwks_fetched_at is not None and now - kept.jwks_fetched_at < timedelta(seconds=MIN_FRESHNESS)
-    if (fresh and not unknown_kid) or (unknown_kid and recent):
-        return public_keys(kept.jwks or {"keys": []})
+    if (fresh and not unknown_kid) or attempted_lately(kept.jwks_attempted_at):
+        if kept.jwks is None:
+            raise FetchError("its last fetch failed, under a minute ago")
+        return public_keys(kept.jwks)
+    kept.jwks_attempted_at = now
+    db.session.commit()  # the attempt counts even if it fails, and no transaction waits on the fetch
     fetched = fetch_json(
         kept.document["jwks_uri"], max_bytes=JWKS_MAX_BYTES, allow_loopback=current_app.config["CIMD_ALLOW_LOOPBACK"]
     )  # FetchError goes to the caller, which refuses the assertion

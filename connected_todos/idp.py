@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.util import scope_to_list
 from authlib.oidc.core.errors import ConsentRequiredError
 from authlib.oidc.core.errors import LoginRequiredError
@@ -44,7 +45,7 @@ from .oauth import CLIENT_AUTH_METHODS
 from .oauth import CONFIDENTIAL_AUTH_METHODS
 from .oauth import client_auth_limit
 from .oauth import lasting_access
-from .oauth import repeated_parameter_error
+from .oauth import request_body_error
 from .oauth import user_info
 from .registry import audit
 from .registry import consented
@@ -52,6 +53,7 @@ from .registry import query_client
 from .registry import record_rejected_redirect
 from .registry import remember_consent
 from .rules import SCOPES
+from .rules import bounded_int
 from .rules import is_loopback_host
 from .rules import is_metadata_url
 from .settings import api_resource
@@ -63,9 +65,11 @@ from .tokens import require_token
 from .web import configured_limit
 from .web import csrf
 from .web import limiter
+from .web import log
 from .web import with_policy
 
 bp = Blueprint("idp", __name__)
+MAX_AGE_MAX = 9_999_999_999  # seconds: ten digits, as long as max_age can usefully be
 
 
 # ---- The authorization endpoint and consent ----------------------------------------------------
@@ -78,6 +82,7 @@ class LinkProblem:
     message: str
     unregistered_for: Client | None = None  # the app, when an operator may add its redirect URI
     unfetched: str | None = None  # a metadata document URL the server could not fetch
+    detail: str | None = None  # what went wrong in words another host chose: for operators only
 
 
 def authorization_request_problem(args: MultiDict[str, str]) -> LinkProblem | None:
@@ -95,7 +100,10 @@ def authorization_request_problem(args: MultiDict[str, str]) -> LinkProblem | No
         try:
             client = described_client(client_id)
         except MetadataDocumentError as error:
-            return LinkProblem(str(error), unfetched=client_id if error.fetch_failed else None)
+            log.info("%s", error)  # the host's own words, for the operator; a person reads ours
+            reason = "could not be fetched" if error.fetch_failed else "does not describe an app this server accepts"
+            message = f"The app's description at {client_id} {reason}."
+            return LinkProblem(message, unfetched=client_id if error.fetch_failed else None, detail=str(error))
     else:
         client = query_client(client_id)
     if client is None:
@@ -137,9 +145,11 @@ def consent_needed(client: Client, member: Member, scope: str, prompts: list[str
 def needs_fresh_login(prompts: list[str]) -> bool:
     """prompt=login, or a max_age older than the member's login (OIDC Core §3.1.2.1), or a fresh
     login asked for earlier in this session and not yet given."""
-    max_age = request.args.get("max_age", "")
-    given = max_age.isascii() and max_age.isdigit() and len(max_age) <= 10  # seconds; a longer one is no age
-    too_old = given and time.time() - session.get("auth_time", 0) > int(max_age)
+    try:
+        max_age = bounded_int(request.args.get("max_age", ""), 0, MAX_AGE_MAX)
+    except ValueError:
+        max_age = None  # absent, or not a number of seconds this side of the year 2286: no age
+    too_old = max_age is not None and time.time() - session.get("auth_time", 0) > max_age
     return "login" in prompts or too_old or "login_asked_at" in session  # a login renews the session
 
 
@@ -165,13 +175,14 @@ def invalid_link(problem: LinkProblem) -> tuple[str, int]:
     """The page a person sees for an authorization request that cannot go back to its client. An
     operator may add an app's new redirect URI from here."""
     operator = current_user.is_authenticated and current_user.is_operator
-    rejected = (problem.unregistered_for, request.args["redirect_uri"]) if operator else None
+    rejected = (problem.unregistered_for, request.args["redirect_uri"]) if problem.unregistered_for else None
     page = render_template(
         "error.html",
         title="This sign-in link is not valid",
         message=problem.message,
-        rejected=rejected,
-        unfetched=problem.unfetched,
+        rejected=rejected if operator else None,
+        unfetched=problem.unfetched if operator else None,
+        detail=problem.detail if operator else None,
     )
     return page, 400
 
@@ -199,6 +210,10 @@ def authorize() -> Any:
             return server.handle_error_response(None, error)
         return invalid_link(LinkProblem(error.get_error_description()))
     prompts = request.args.get("prompt", "").split()
+    if "none" in prompts and len(prompts) > 1:  # OIDC Core §3.1.2.1: none with any other value is an error
+        error = InvalidRequestError("prompt=none cannot be combined with other values.")
+        error.redirect_uri, error.state = grant.redirect_uri, request.args.get("state")
+        return server.handle_error_response(None, error)
     if "none" in prompts and (member is None or needs_fresh_login(prompts)):  # OIDC Core §3.1.2.1: no page
         return server.handle_error_response(
             None, LoginRequiredError(redirect_uri=grant.redirect_uri, state=request.args.get("state"))
@@ -220,7 +235,7 @@ def authorize() -> Any:
             "consent.html",
             client=client,
             document_host=urlsplit(client.client_id).netloc if client.described else None,
-            only_loopback=all(is_loopback_host(urlsplit(uri).hostname) for uri in client.redirect_uris),
+            to_this_computer=is_loopback_host(urlsplit(grant.redirect_uri).hostname),
             redirect_host=urlsplit(grant.redirect_uri).netloc,
             scopes=[(s, SCOPES[s].consent) for s in scope_to_list(scope) or []],
             lasting=lasting_access(client, scope),
@@ -239,7 +254,7 @@ def authorize() -> Any:
 @limiter.limit(configured_limit("TOKEN_RATE_LIMIT"))
 def issue_token() -> Response:
     """The token endpoint (RFC 6749 §3.2): authorization_code and refresh_token grants."""
-    return repeated_parameter_error(server) or server.create_token_response()
+    return request_body_error(server) or server.create_token_response()
 
 
 @bp.route("/oauth/revoke", methods=["POST"])
@@ -248,7 +263,7 @@ def issue_token() -> Response:
 @limiter.limit(configured_limit("TOKEN_RATE_LIMIT"))
 def revoke_token() -> Response:
     """Revoke an access or refresh token (RFC 7009)."""
-    return repeated_parameter_error(server) or server.create_endpoint_response("revocation")
+    return request_body_error(server) or server.create_endpoint_response("revocation")
 
 
 @bp.route("/oauth/introspect", methods=["POST"])
@@ -257,7 +272,7 @@ def revoke_token() -> Response:
 @limiter.limit(configured_limit("TOKEN_RATE_LIMIT"))
 def introspect_token() -> Response:
     """Describe a token to the client it was issued to (RFC 7662)."""
-    return repeated_parameter_error(server) or server.create_endpoint_response("introspection")
+    return request_body_error(server) or server.create_endpoint_response("introspection")
 
 
 @bp.route("/oauth/register", methods=["POST"])

@@ -186,6 +186,9 @@ class Client(ClientMixin, db.Model):
     logo_uri: Mapped[str | None] = mapped_column(sa.String(500))
     # Set only for an app described by a metadata document: "none" or "private_key_jwt".
     token_endpoint_auth_method: Mapped[str | None] = mapped_column(sa.String(30))
+    # An app described by a metadata document that an operator deleted stays here, refused, so that
+    # its next authorization request cannot bring it back.
+    blocked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
 
@@ -195,7 +198,14 @@ class Client(ClientMixin, db.Model):
 
     @property
     def is_public(self) -> bool:
-        return self.client_secret_hash is None and self.token_endpoint_auth_method != "private_key_jwt"
+        if self.token_endpoint_auth_method:  # an app its document describes: the document decides
+            return self.token_endpoint_auth_method == "none"
+        return self.client_secret_hash is None
+
+    @property
+    def uses_secret(self) -> bool:
+        """Whether the app authenticates with a client secret, which an operator can rotate."""
+        return not self.token_endpoint_auth_method and self.client_secret_hash is not None
 
     @property
     def described(self) -> bool:
@@ -273,9 +283,12 @@ class ClientMetadataDocument(db.Model):
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     fresh_until: Mapped[datetime] = mapped_column(default=utcnow)
     etag: Mapped[str | None] = mapped_column(sa.String(200))
+    # The last fetch, failed or not: a stale document or key set is fetched at most once a minute.
+    attempted_at: Mapped[datetime | None]
     jwks: Mapped[dict | None] = mapped_column(sa.JSON)
     jwks_fetched_at: Mapped[datetime | None]
     jwks_fresh_until: Mapped[datetime | None]
+    jwks_attempted_at: Mapped[datetime | None]
 
     client: Mapped[Client] = relationship(back_populates="document")
 
@@ -300,7 +313,8 @@ def insert_once(model: type[db.Model], **values: object) -> bool:
     Atomic on every database, across workers and hosts."""
     dialect = db.session.get_bind().dialect.name  # the dialect's own INSERT … ON CONFLICT DO NOTHING
     insert = import_module(f"sqlalchemy.dialects.{dialect}").insert
-    return db.session.execute(insert(model).values(**values).on_conflict_do_nothing()).rowcount == 1
+    statement = insert(model).values(**values).on_conflict_do_nothing().returning(model.__table__.c.id)
+    return db.session.execute(statement).first() is not None  # rowcount is -1 with psycopg
 
 
 class Todo(db.Model):
@@ -471,7 +485,7 @@ class AuditEvent(db.Model):
     actor: Mapped[str | None] = mapped_column(sa.String(254))  # a member's email, or the client
     member_id: Mapped[int | None]  # kept after the member is gone: the trail outlives them
     client_id: Mapped[str | None] = mapped_column(sa.String(CLIENT_ID_MAX), index=True)
-    ip_address: Mapped[str | None] = mapped_column(sa.String(64))
+    ip_address: Mapped[str | None] = mapped_column(sa.String(64))  # web.ADDRESS_MAX
     detail: Mapped[str] = mapped_column(sa.String(500), default="")
 
 

@@ -34,6 +34,7 @@ from .models import RejectedRedirect
 from .models import db
 from .models import keyset_page
 from .registry import AUDIT_EVENTS
+from .registry import NO_SECRET
 from .registry import add_redirect_uri
 from .registry import connected_members
 from .registry import delete_client
@@ -42,6 +43,7 @@ from .registry import query_client
 from .registry import register_client
 from .registry import remove_redirect_uri
 from .registry import start_secret_rotation
+from .registry import unblock_client
 from .rules import ClientMetadataError
 from .rules import redirect_uri_problem
 from .settings import issuer
@@ -185,8 +187,8 @@ def setup_rotate_secret(client_id: str) -> Any:
     """Rotate a secret in three steps, as Stytch does: start, then complete or cancel."""
     client = setup_client_or_404(client_id)
     action = request.form.get("action")
-    if client.is_public:
-        abort(400, "A public client has no secret.")
+    if not client.uses_secret:
+        abort(400, NO_SECRET)
     if action == "start":
         secret = start_secret_rotation(client, by=current_user)
         flash("A new secret is ready; the old one keeps working until you complete the rotation.")
@@ -202,10 +204,23 @@ def setup_rotate_secret(client_id: str) -> Any:
 def setup_delete_client(client_id: str) -> Any:
     """Delete a connected app; every token it holds stops working."""
     client = setup_client_or_404(client_id)
-    name = client.name
+    name, described = client.name, client.described
     delete_client(client, by=current_user)
+    if described:
+        flash(f"{name} is blocked and all of its tokens are revoked; its metadata document cannot bring it back.")
+        return redirect(url_for("operators.setup_client", client_id=client_id))
     flash(f"{name} is deleted and all of its tokens are revoked.")
     return redirect(url_for("operators.setup"))
+
+
+@bp.route("/setup/clients/<client_id:client_id>/unblock", methods=["POST"])
+@operator_required
+def setup_unblock_client(client_id: str) -> Any:
+    """Let a blocked app ask members again."""
+    client = setup_client_or_404(client_id)
+    unblock_client(client, by=current_user)
+    flash(f"{client.name} may ask members again.")
+    return redirect(url_for("operators.setup_client", client_id=client.client_id))
 
 
 @bp.route("/setup/audit")

@@ -83,6 +83,7 @@ class ClientMetadata(ClientMetadataClaims):
         grant_types = self.setdefault("grant_types", ["authorization_code"])
         if (
             not isinstance(grant_types, list)
+            or not all(isinstance(g, str) for g in grant_types)
             or not set(grant_types) <= set(GRANT_TYPES)
             or "authorization_code" not in grant_types
         ):

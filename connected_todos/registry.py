@@ -33,6 +33,7 @@ from .models import Organization
 from .models import RejectedRedirect
 from .models import Todo
 from .models import db
+from .models import insert_once
 from .models import new_secret
 from .models import password_hash
 from .models import sha256
@@ -45,6 +46,7 @@ from .rules import normalize_email
 from .rules import normalize_scope
 from .rules import redirect_uri_problem
 from .web import log
+from .web import remote_address
 
 AUDIT_EVENTS = (
     "login_succeeded",
@@ -62,6 +64,7 @@ AUDIT_EVENTS = (
     "client_metadata_pinned",
     "client_metadata_unpinned",
     "client_deleted",
+    "client_unblocked",
     "redirect_uri_added",
     "redirect_uri_removed",
     "password_changed",
@@ -85,7 +88,7 @@ def audit(
             actor=actor or (member.email if member is not None else None),
             member_id=member.id if member is not None else None,
             client_id=client_id,
-            ip_address=request.remote_addr if has_request_context() else None,
+            ip_address=remote_address() if has_request_context() else None,
             detail=detail[:500],
         )
     )
@@ -142,8 +145,10 @@ def revoke_grants(
         if client is not None:
             pending.append(AuthorizationCode.client_id == client.id)
         db.session.execute(sa.update(AuthorizationCode).where(*pending).values(expires_at=now))
-    if forget_consent and member is not None:
-        consents = sa.delete(Consent).where(Consent.member_id == member.id)
+    if forget_consent and (member is not None or client is not None):
+        consents = sa.delete(Consent)
+        if member is not None:
+            consents = consents.where(Consent.member_id == member.id)
         if client is not None:
             consents = consents.where(Consent.client_id == client.id)
         db.session.execute(consents)
@@ -246,15 +251,16 @@ def slugify(name: str) -> str:
 
 
 def create_organization(name: str, slug: str | None = None) -> Organization:
+    """A new organization, under the first free slug of its name: slug, slug-2, … Each slug is
+    claimed with one atomic insert, so that sign-ups racing for one name each get their own."""
     base = slug or slugify(name)
-    slug, n = base, 1
-    while db.session.scalar(sa.select(Organization.id).where(Organization.slug == slug)):
+    candidate, n = base, 1
+    while db.session.scalar(sa.select(Organization.id).where(Organization.slug == candidate)) or not insert_once(
+        Organization, name=name.strip(), slug=candidate
+    ):
         n += 1
-        slug = f"{base}-{n}"
-    org = Organization(name=name.strip(), slug=slug)
-    db.session.add(org)
-    db.session.flush()
-    return org
+        candidate = f"{base}-{n}"
+    return db.session.scalar(sa.select(Organization).where(Organization.slug == candidate))
 
 
 def create_member(org: Organization, email: str, name: str, password: str, role: str, how: str = "") -> Member:
@@ -440,8 +446,13 @@ def record_rejected_redirect(client: Client, uri: str) -> None:
     db.session.commit()
 
 
+NO_SECRET = "This app has no client secret: it is public, or proves itself as its metadata document says."
+
+
 def start_secret_rotation(client: Client, by: Member | None = None) -> str:
     """Issue a second secret; the old one keeps working until the rotation completes."""
+    if not client.uses_secret:
+        raise ValueError(NO_SECRET)
     secret = new_secret()
     client.pending_secret_hash = sha256(secret)
     audit("client_secret_rotated", by, client.client_id, "started", actor=actor_name(by))
@@ -461,6 +472,8 @@ def finish_secret_rotation(client: Client, complete: bool, by: Member | None = N
 
 def replace_client_secret(client: Client, by: Member | None = None) -> str:
     """Give a client a new secret at once; the old one, and any rotation under way, stop working."""
+    if not client.uses_secret:
+        raise ValueError(NO_SECRET)
     secret = new_secret()
     client.client_secret_hash, client.pending_secret_hash = sha256(secret), None
     audit("client_secret_rotated", by, client.client_id, "replaced at once", actor=actor_name(by))
@@ -469,9 +482,27 @@ def replace_client_secret(client: Client, by: Member | None = None) -> str:
 
 
 def delete_client(client: Client, by: Member | None = None, detail: str = "") -> None:
-    """Delete a client; its grants, and with them every token it holds, end first."""
-    revoke_grants("client_deleted", client=client, actor=actor_name(by), detail=detail or client.name)
-    db.session.delete(client)
+    """Delete a client; its grants, and with them every token it holds, end first. An app its
+    metadata document describes is blocked instead: its next authorization request would bring
+    it back otherwise."""
+    revoke_grants(
+        "client_deleted",
+        client=client,
+        forget_consent=True,
+        actor=actor_name(by),
+        detail=detail or client.name,
+    )
+    if client.described:
+        client.blocked_at = utcnow()
+    else:
+        db.session.delete(client)
+    db.session.commit()
+
+
+def unblock_client(client: Client, by: Member | None = None) -> None:
+    """Let a blocked app, described by its metadata document, ask members again."""
+    client.blocked_at = None
+    audit("client_unblocked", by, client.client_id, client.name, actor=actor_name(by))
     db.session.commit()
 
 

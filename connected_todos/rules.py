@@ -177,12 +177,18 @@ def redirect_uri_matches(registered: str, requested: str) -> bool:
 
 def link_problem(uri: Any) -> str | None:
     """Why a client's home page or logo link cannot be shown to people, or None."""
-    if not isinstance(uri, str) or len(uri) > URI_MAX or urlsplit(uri).scheme != "https" or not urlsplit(uri).hostname:
-        return f"must be an https URL of at most {URI_MAX} characters"
-    return None
+    problem = f"must be an https URL of at most {URI_MAX} characters"
+    if not isinstance(uri, str) or len(uri) > URI_MAX:
+        return problem
+    try:
+        scheme, host, _ = parse_uri(uri)
+    except ValueError:
+        return problem
+    return None if scheme == "https" and host else problem
 
 
 CLIENT_ID_MAX = 255
+METADATA_URL_CHARACTERS = re.compile(r"https://[A-Za-z0-9\-._~/:%\[\]]+")
 
 
 def is_metadata_url(client_id: str) -> bool:
@@ -196,6 +202,10 @@ def metadata_url_problem(url: str) -> str | None:
     """Why a URL cannot be a client_id that names a metadata document (§3), or None."""
     if len(url) > CLIENT_ID_MAX:
         return f"is longer than {CLIENT_ID_MAX} characters"
+    # Letters, digits and - . _ ~ / : %, as every real document URL has: the URL is shown in pages
+    # and in commands an operator may paste, where ; $ ( ) ' & ! * and the like could do harm.
+    if not METADATA_URL_CHARACTERS.fullmatch(url):
+        return "must use only letters, digits and - . _ ~ / : %"
     try:
         scheme, host, _ = parse_uri(url)  # no user information, a valid host
     except ValueError as error:
@@ -205,7 +215,7 @@ def metadata_url_problem(url: str) -> str | None:
         return "must be an https URL"
     if not parts.path:
         return "must have a path (§3)"
-    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):  # %2F and %2E too
         return "must not have . or .. path segments (§3)"
     if "?" in url or "#" in url:
         return "must have no query or fragment (§3)"
@@ -322,22 +332,51 @@ def error_text(text: str) -> str:
     return re.sub(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]", "?", text)
 
 
+def bounded_int(text: str, low: int, high: int) -> int:
+    """An integer written in ASCII digits, from ``low`` to ``high``; ValueError otherwise. The digits
+    are counted before they are converted, so a number of any length costs nothing."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)) or not low <= int(text) <= high:
+        raise ValueError(f"must be a whole number from {low} to {high}")
+    return int(text)
+
+
 MAX_PARAMETER_LENGTH = 8192
 ID_LIMIT = 2**31  # ids are 32-bit integers on every database
 
 
+JSON_DEPTH_MAX = 64  # levels of arrays and objects: no message of any protocol here needs more
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value``, walked without recursion, so that no depth
+    of input can exhaust the stack."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def storable(value: Any) -> bool:
-    """Whether every string in ``value`` is text a database can store: UTF-8, no NUL."""
-    if isinstance(value, str):
-        try:
-            value.encode()
-        except UnicodeEncodeError:  # a lone surrogate, such as JSON's "\ud800"
-            return False
-        return "\x00" not in value
-    if isinstance(value, dict):
-        return all(storable(k) and storable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(storable(v) for v in value)
+    """Whether every string in ``value`` is text a database can store: UTF-8, no NUL. Walked
+    without recursion, like json_depth."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:  # a lone surrogate, such as JSON's "\ud800"
+                return False
+            if "\x00" in item:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return True
 
 

@@ -37,15 +37,31 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.exceptions import SecurityError
 from werkzeug.routing import BaseConverter
 from werkzeug.routing import ValidationError
 from werkzeug.serving import WSGIRequestHandler
 
 from .models import db
+from .rules import CLIENT_ID_MAX
+from .rules import JSON_DEPTH_MAX
 from .rules import MAX_PARAMETER_LENGTH
+from .rules import json_depth
 from .rules import origin
 from .rules import storable
+
+ADDRESS_MAX = 64  # the audit log's column: an IPv6 address with a zone fits
+
+
+def remote_address() -> str:
+    """The request's address as it is stored: what a trusted proxy forwarded may be anything, so
+    a value that is not an address is cut to fit its column."""
+    address = get_remote_address() or ""
+    try:
+        return str(ip_address(address))
+    except ValueError:
+        return address[:ADDRESS_MAX]
 
 
 def remote_network() -> str:
@@ -55,7 +71,7 @@ def remote_network() -> str:
     try:
         parsed = ip_address(address)
     except ValueError:
-        return address
+        return address[:ADDRESS_MAX]
     if parsed.version == 4:
         return str(parsed)
     if parsed.ipv4_mapped:
@@ -161,6 +177,11 @@ def configure_logging() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+    # Flask-Limiter says when its shared store fails and when it is back.
+    limits = logging.getLogger("flask-limiter")
+    limits.addHandler(handler)
+    limits.setLevel(logging.INFO)
+    limits.propagate = False
     # Authlib logs issued tokens at DEBUG level; a secret is never logged.
     logging.getLogger("authlib").setLevel(logging.INFO)
 
@@ -198,12 +219,26 @@ def reject_unstorable_input() -> Response | None:
     return None
 
 
-def parse_json() -> Any:
-    """The request body as JSON, whatever its content type; ValueError when it is not JSON."""
+def parse_json(max_bytes: int | None = None) -> Any:
+    """The request body as JSON, whatever its content type and transfer encoding; ValueError when
+    it is not JSON or nests deeper than JSON_DEPTH_MAX. A body over ``max_bytes`` (counted as read,
+    chunked or not) is a 413."""
+    if max_bytes is not None:
+        # Werkzeug cuts a chunked body at the limit rather than refusing it: one byte more tells.
+        request.max_content_length = max_bytes + 1
+    body = request.get_data(cache=True)
+    if max_bytes is not None and len(body) > max_bytes:
+        raise RequestEntityTooLarge(f"The body is larger than {max_bytes} bytes.")
+    too_deep = f"The body nests arrays and objects deeper than {JSON_DEPTH_MAX} levels."
     try:
-        return json.loads(request.get_data(cache=True) or b"")
-    except (ValueError, RecursionError):
+        data = json.loads(body or b"")
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    except ValueError:
         raise ValueError("The body is not valid JSON.") from None
+    if json_depth(data) > JSON_DEPTH_MAX:
+        raise ValueError(too_deep)
+    return data
 
 
 def read_json() -> Any:
@@ -255,8 +290,14 @@ def security_headers(response: Response) -> Response:
 # ---- Errors, in each protocol's format ----------------------------------------------------------
 
 # The error code each protocol uses for an HTTP status, for errors raised outside the protocols'
-# own handlers (an unknown path, a wrong method, a body too large, a rate limit, an outage).
-OAUTH_ERRORS = {429: "temporarily_unavailable", 500: "server_error", 503: "temporarily_unavailable"}
+# own handlers (an unknown path, a wrong method, a body too large, a rate limit, an outage). The
+# server's own failures say so: server_error and temporarily_unavailable (RFC 6749 §4.1.2.1's
+# words). A rate limit at the token, revocation, introspection and registration endpoints is
+# invalid_request: RFC 6749 §5.2 (which RFC 7009, RFC 7662 and RFC 7591 build on) defines no
+# code for it, temporarily_unavailable is the authorization endpoint's alone, and the request is
+# the client's to slow down; the 429 and its Retry-After say the rest.
+OAUTH_ERRORS = {429: "invalid_request", 500: "server_error", 503: "temporarily_unavailable"}
+API_ERRORS = {404: "not_found", 429: "rate_limited", 500: "server_error", 503: "temporarily_unavailable"}
 PAGE_TITLES = {
     400: "That request was not understood",
     403: "You cannot open this page",
@@ -281,7 +322,7 @@ def protocol_error(status: int, message: str, page: bool = True) -> Response:
             {"jsonrpc": "2.0", "id": None, "error": {"code": -32600 if status < 500 else -32603, "message": message}}
         )
     elif path.startswith("/api/"):
-        code = {404: "not_found", 429: "rate_limited", 503: "unavailable"}.get(status, "invalid_request")
+        code = API_ERRORS.get(status, "invalid_request")
         response = jsonify({"error": code, "message": message})
     elif page:
         title = PAGE_TITLES.get(status, "Something went wrong")
@@ -333,9 +374,12 @@ class ClientIdConverter(BaseConverter):
         if not value.startswith("~"):
             return value
         try:
-            return base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4)).decode()
+            client_id = base64.urlsafe_b64decode(value[1:] + "=" * (-len(value[1:]) % 4)).decode()
         except ValueError:
             raise ValidationError from None  # a 404, as for any client_id that is not registered
+        if not storable(client_id) or len(client_id) > CLIENT_ID_MAX:
+            raise ValidationError  # no column could hold it, so no app has it
+        return client_id
 
     def to_url(self, value: str) -> str:
         if value.isascii() and value.isalnum():

@@ -3,8 +3,10 @@ certificate from a test CA of its own: what a client such as ChatGPT or Claude p
 
 import datetime
 import json
+import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from dataclasses import field
 from http.server import BaseHTTPRequestHandler
@@ -70,7 +72,8 @@ class DocumentHost:
     """Serves whatever the test puts at a path, and counts the requests for each path."""
 
     def __init__(self, directory: Path) -> None:
-        self.ca, cert, key = make_certificates(directory)
+        self.ca, self.cert, self.key = make_certificates(directory)
+        cert, key = self.cert, self.key
         self.answers: dict[str, Answer] = {}
         self.hits: dict[str, int] = {}
         self.requests: list[dict[str, str]] = []
@@ -112,3 +115,57 @@ class DocumentHost:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class HostileHost:
+    """An https host that misbehaves below HTTP, one behaviour per host: it answers on and on, or
+    drips its answer, so that only a deadline for the whole fetch and a byte budget stop it."""
+
+    def __init__(self, documents: DocumentHost, behaviour: str) -> None:
+        self.behaviour, self.stopped = getattr(self, behaviour), False
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(documents.cert, documents.key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def url(self, path: str = "/client.json") -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def serve(self) -> None:
+        while not self.stopped:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(raw,), daemon=True).start()
+
+    def answer(self, raw: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as tls:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += tls.recv(4096) or b"\r\n\r\n"
+                self.behaviour(tls)
+        except OSError:
+            pass
+
+    def endless_continue(self, tls: ssl.SSLSocket) -> None:
+        while not self.stopped:  # http.client skips each interim answer and reads the next
+            tls.sendall(b"HTTP/1.1 100 Continue\r\nX-Pad: " + b"a" * 1000 + b"\r\n\r\n")
+
+    def endless_trailers(self, tls: ssl.SSLSocket) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        tls.sendall(head + b'7\r\n{"a":1}\r\n0\r\n')
+        while not self.stopped:
+            tls.sendall((b"X-Trailer: " + b"t" * 1000 + b"\r\n") * 16)
+
+    def dripped_headers(self, tls: ssl.SSLSocket) -> None:
+        tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Drip: ")
+        while not self.stopped:
+            tls.sendall(b"a")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.stopped = True
+        self.listener.close()

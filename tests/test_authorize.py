@@ -109,3 +109,11 @@ def test_an_authorization_request_may_come_by_post(base_url, org, gpt):
     assert 'name="decision"' in consent.text
     cb = callback_params(person.post(consent.url, {"csrf_token": csrf_of(consent.text), "decision": "allow"}))
     assert cb["code"] and cb["state"] == params["state"]
+
+
+@pytest.mark.parametrize("prompt", ["none consent", "login none", "none select_account"])
+def test_prompt_none_with_another_value_is_an_error_oidc_core_3_1_2_1(base_url, org, gpt, prompt):
+    person = Person(base_url, org.admin_email)
+    person.login()
+    answer = callback_params(person.get("/idp?" + urlencode(gpt_params(gpt, prompt=prompt))))
+    assert answer["error"] == "invalid_request" and "state" in answer

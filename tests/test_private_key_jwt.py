@@ -206,7 +206,7 @@ def test_a_key_rotated_in_at_the_jwks_uri_is_found(app, base_url, org, documents
     agent.publish_keys(newer)  # the kept set is fresh for five minutes, but this kid is new
     with app.app_context():  # an unknown kid fetches the set again, at most once a minute
         a_minute_ago = utcnow() - timedelta(seconds=61)
-        db.session.execute(sa.update(ClientMetadataDocument).values(jwks_fetched_at=a_minute_ago))
+        db.session.execute(sa.update(ClientMetadataDocument).values(jwks_attempted_at=a_minute_ago))
         db.session.commit()
     assertion = jwt.encode(
         {"alg": "ES256", "kid": "rotated"},

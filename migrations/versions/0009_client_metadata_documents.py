@@ -18,6 +18,7 @@ def upgrade():
     with op.batch_alter_table("client") as batch_op:
         batch_op.alter_column("client_id", existing_type=sa.String(64), type_=sa.String(255), existing_nullable=False)
         batch_op.add_column(sa.Column("token_endpoint_auth_method", sa.String(30), nullable=True))
+        batch_op.add_column(sa.Column("blocked_at", sa.DateTime(), nullable=True))
     with op.batch_alter_table("audit_event") as batch_op:
         batch_op.alter_column("client_id", existing_type=sa.String(64), type_=sa.String(255), existing_nullable=True)
     op.create_table(
@@ -29,9 +30,11 @@ def upgrade():
         sa.Column("fetched_at", sa.DateTime(), nullable=False),
         sa.Column("fresh_until", sa.DateTime(), nullable=False),
         sa.Column("etag", sa.String(200), nullable=True),
+        sa.Column("attempted_at", sa.DateTime(), nullable=True),
         sa.Column("jwks", sa.JSON(), nullable=True),
         sa.Column("jwks_fetched_at", sa.DateTime(), nullable=True),
         sa.Column("jwks_fresh_until", sa.DateTime(), nullable=True),
+        sa.Column("jwks_attempted_at", sa.DateTime(), nullable=True),
         sa.ForeignKeyConstraint(["client_id"], ["client.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("client_id"),
@@ -58,5 +61,6 @@ def downgrade():
     with op.batch_alter_table("audit_event") as batch_op:
         batch_op.alter_column("client_id", existing_type=sa.String(255), type_=sa.String(64), existing_nullable=True)
     with op.batch_alter_table("client") as batch_op:
+        batch_op.drop_column("blocked_at")
         batch_op.drop_column("token_endpoint_auth_method")
         batch_op.alter_column("client_id", existing_type=sa.String(255), type_=sa.String(64), existing_nullable=False)

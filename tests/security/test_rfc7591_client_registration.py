@@ -59,10 +59,11 @@ def test_a_client_name_in_any_script_is_welcome(base_url):
 
 def test_a_self_registered_client_always_sees_consent_and_is_escaped(base_url, org):
     name = '<script>alert("x")</script>'
+    assert register(base_url, client_uri="https://example.com/?q=<b>").status_code == 400  # not a URI at all
     body = register(
         base_url,
         client_name=name,
-        client_uri="https://example.com/?q=<b>",
+        client_uri="https://example.com/?q=%3Cb%3E",
         token_endpoint_auth_method="none",
         redirect_uris=["http://127.0.0.1/cb"],
     ).json()
@@ -83,7 +84,7 @@ def test_registration_is_rate_limited(app, base_url):
     finally:
         app.config["REGISTRATION_RATE_LIMIT"] = "100000 per minute"
     assert statuses[:3] == [201, 201, 201] and limited.status_code == 429
-    assert limited.json()["error"] == "temporarily_unavailable" and int(limited.headers["Retry-After"]) > 0
+    assert limited.json()["error"] == "invalid_request" and int(limited.headers["Retry-After"]) > 0
 
 
 @pytest.fixture
