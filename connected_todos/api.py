@@ -22,6 +22,7 @@ from flask import jsonify
 from flask import request
 
 from .rules import SCOPES
+from .rules import bounded_int
 from .rules import scope_for
 from .settings import APP_VERSION
 from .settings import issuer
@@ -92,9 +93,10 @@ def parse_completed(value: str | None) -> bool | None:
 def parse_limit(value: str | None) -> int:
     if value is None:
         return PAGE_DEFAULT
-    if not (value.isascii() and value.isdigit()):
-        raise TodoError(f"limit must be a number between 1 and {PAGE_MAX}.", "limit", 400)
-    return int(value)
+    try:
+        return bounded_int(value, 1, PAGE_MAX)
+    except ValueError:
+        raise TodoError(f"limit must be a number between 1 and {PAGE_MAX}.", "limit", 400) from None
 
 
 @bp.route("/api/me")

@@ -18,6 +18,7 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core.grants import OpenIDCode
+from flask import current_app
 from flask import session
 from joserfc.jwk import RSAKey
 
@@ -37,8 +38,10 @@ from .oauth import InvalidTargetError
 from .oauth import OAuth2Request
 from .oauth import Revocation
 from .oauth import bind_resource
+from .oauth import derived_secret
 from .oauth import lasting_access
 from .oauth import requested_resource
+from .oauth import successor_token
 from .oauth import user_info
 from .registration import Registration
 from .registry import revoke_grants
@@ -158,19 +161,31 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         self._validate_token_scope(item)
         bind_resource(requested_resource(self.request, item.grant.resource))
         if client.is_public:
-            # Rotate (RFC 9700 §4.14.2): of racing uses exactly one wins; any replay of a
-            # rotated token revokes the whole grant.
+            # Rotate (RFC 9700 §4.14.2): of racing uses exactly one rotates the token. The others,
+            # and a retry within the grace window, get the same successor (issue_token), as long
+            # as it is unused; any other use of a rotated token revokes the whole grant.
             rotated = db.session.execute(
                 sa.update(RefreshToken)
                 .where(RefreshToken.id == item.id, RefreshToken.rotated_at.is_(None))
                 .values(rotated_at=now)
             ).rowcount
-            if not rotated:
+            db.session.commit()
+            if not rotated and not self.retried_in_grace(item, refresh_token):
                 revoke_grants("refresh_reuse_detected", grant=item.grant, detail="refresh token reused")
                 db.session.commit()
                 return None
-            db.session.commit()
+            db.session.refresh(item)  # the rotation time, which the successor is issued at
         return item
+
+    def retried_in_grace(self, item: RefreshToken, presented: str) -> bool:
+        """Whether a rotated token comes back within the grace window, its successor unused."""
+        db.session.refresh(item)
+        grace = timedelta(seconds=current_app.config["REFRESH_TOKEN_GRACE_SECONDS"])
+        if item.rotated_at is None or utcnow() - item.rotated_at > grace:
+            return False
+        successor_hash = sha256(derived_secret(presented, "refresh-token"))
+        used = db.session.scalar(sa.select(RefreshToken.rotated_at).where(RefreshToken.token_hash == successor_hash))
+        return used is None
 
     def authenticate_user(self, refresh_token: RefreshToken) -> Member | None:
         return refresh_token.grant.member
@@ -184,8 +199,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
                 .where(RefreshToken.id == refresh_token.id)
                 .values(expires_at=utcnow() + REFRESH_TOKEN_TTL)
             )
-        # Public clients get a new refresh token each time (it was rotated when authenticated).
-        return self.generate_token(user=user, scope=scope, include_refresh_token=self.request.client.is_public)
+        if self.request.client.is_public:  # a new pair, derived from the rotated token
+            return successor_token(refresh_token, self.request.payload.data["refresh_token"], scope)
+        return self.generate_token(user=user, scope=scope, include_refresh_token=False)
 
     def revoke_old_credential(self, refresh_token: RefreshToken) -> None:
         pass  # rotation happened atomically in authenticate_refresh_token

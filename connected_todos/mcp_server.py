@@ -37,6 +37,7 @@ from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.methods import serialize_server_result
 from mcp_types.methods import validate_client_request
 from pydantic import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .mcp_tools import TOOLS
 from .mcp_tools import UI_EXTENSION
@@ -119,10 +120,10 @@ def mcp_origin_allowed(origin: str) -> bool:
 
 def read_rpc_message() -> dict[str, Any]:
     """Parse one JSON-RPC message; batches were removed from MCP in 2025-06-18."""
-    if (request.content_length or 0) > MCP_MAX_BODY:
-        raise RpcError(INVALID_REQUEST, f"The message is larger than {MCP_MAX_BODY} bytes.", 413)
     try:
-        message = parse_json()
+        message = parse_json(max_bytes=MCP_MAX_BODY)
+    except RequestEntityTooLarge:
+        raise RpcError(INVALID_REQUEST, f"The message is larger than {MCP_MAX_BODY} bytes.", 413) from None
     except ValueError as error:
         raise RpcError(PARSE_ERROR, f"Parse error: {error}", 400) from None
     if isinstance(message, list):

@@ -11,8 +11,12 @@ UserInfo and ID tokens carry (OIDC Core §5.4), and the revocation (RFC 7009) an
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import secrets
+import string
+import time
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
@@ -27,6 +31,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskAuthor
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload
+from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc6749.util import scope_to_list
@@ -34,12 +39,14 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import Response
+from flask import current_app
 from flask import g
 from flask import request
-from joserfc.jwk import KeySet
+from joserfc import jwt
 from werkzeug.datastructures import MultiDict
 
 from .assertions import PrivateKeyJWT
+from .assertions import unverified_subject
 from .keys import current_signing_key
 from .models import SECRET_AUTH_METHODS
 from .models import AccessToken
@@ -49,6 +56,7 @@ from .models import Grant
 from .models import Member
 from .models import RefreshToken
 from .models import db
+from .models import insert_once
 from .models import sha256
 from .models import utcnow
 from .registry import audit
@@ -71,6 +79,7 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none", "pri
 # Introspection answers confidential clients only: those that prove themselves.
 CONFIDENTIAL_AUTH_METHODS = [*SECRET_AUTH_METHODS, "private_key_jwt"]
 ACCESS_TOKEN_TTL = 3600  # RFC 9068 access tokens: one hour
+TOKEN_ALPHABET = string.ascii_letters + string.digits
 REFRESH_TOKEN_TTL = timedelta(days=90)  # sliding, renewed on every use
 
 
@@ -135,8 +144,14 @@ def normalized(values: MultiDict[str, str]) -> MultiDict[str, str]:
     return values
 
 
-def repeated_parameter_error(server: AuthorizationServer) -> Response | None:
-    """RFC 6749 §3.2: request parameters MUST NOT be included more than once."""
+def request_body_error(server: AuthorizationServer) -> Response | None:
+    """A JSON body that cannot be read says why; and RFC 6749 §3.2: request parameters MUST NOT be
+    included more than once."""
+    if request.is_json:
+        try:
+            read_json()
+        except ValueError as error:
+            return server.handle_error_response(None, InvalidRequestError(error_text(str(error))))
     body = request_body(request)
     if repeated := [key for key in body if len(body.getlist(key)) > 1]:
         name = error_text(repeated[0])[:40]
@@ -232,17 +247,12 @@ def client_auth_key() -> str:
     """
     credentials = basic_credentials(request.headers.get("Authorization", ""))
     body = request_body(request)
-    client_id = credentials[0] if credentials else body.get("client_id") or assertion_subject(body)
+    client_id = (
+        credentials[0]
+        if credentials
+        else body.get("client_id") or unverified_subject(body.get("client_assertion", "")) or ""
+    )
     return f"client-auth:{client_id[:100]}:{remote_network()}"
-
-
-def assertion_subject(body: MultiDict[str, str]) -> str:
-    """The client a private_key_jwt assertion claims to be, unverified: only to count failures."""
-    try:
-        sub = b64url_json(body.get("client_assertion", "").split(".")[1]).get("sub")
-    except (IndexError, ValueError, AttributeError, RecursionError):
-        return ""
-    return sub if isinstance(sub, str) else ""
 
 
 def failed_client_auth(response: Response) -> bool:
@@ -287,7 +297,7 @@ def bind_resource(resource: str) -> None:
 
 
 class AccessTokenGenerator(JWTBearerTokenGenerator):
-    """RFC 9068 JWT access tokens, signed with the current database key."""
+    """RFC 9068 JWT access tokens, signed with the current database key by sign_access_token."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -297,25 +307,60 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
             expires_generator=lambda client, grant_type: ACCESS_TOKEN_TTL,
         )
 
-    def get_jwks(self) -> KeySet:
-        return KeySet([current_signing_key()])
+    def access_token_generator(self, client: Client, grant_type: str, user: Member, scope: str) -> str:
+        # g.token_resource: see bind_resource
+        return sign_access_token(client, user, scope, g.token_resource, int(time.time()), secrets.token_urlsafe(24))
 
-    @property
-    def issuer(self) -> str:
-        return issuer()  # PUBLIC_URL, or the request's origin
 
-    @issuer.setter
-    def issuer(self, _value: str) -> None:
-        pass
+def sign_access_token(client: Client, member: Member, scope: str, audience: str, issued_at: int, jti: str) -> str:
+    """An RFC 9068 access token (§2.2 claims, typ at+jwt). Given the same values it is the same
+    token, byte for byte (RS256 signatures are deterministic): see successor_token."""
+    claims = {
+        "iss": issuer(),
+        "exp": issued_at + ACCESS_TOKEN_TTL,
+        "client_id": client.client_id,
+        "iat": issued_at,
+        "jti": jti,
+        "scope": scope,
+        "sub": str(member.id),
+        "aud": audience,
+        "org_id": member.organization_id,
+    }
+    key = current_signing_key()
+    return jwt.encode({"alg": "RS256", "typ": "at+jwt", "kid": key.kid}, claims, key)
 
-    def get_audiences(self, client: Client, user: Member, scope: str) -> str:
-        return g.token_resource  # see bind_resource
 
-    def get_extra_claims(self, client: Client, grant_type: str, user: Member, scope: str) -> dict[str, Any]:
-        return {"org_id": user.organization_id}
+# ---- Retry-safe rotation (RFC 9700 §4.14.2) ----------------------------------------------------
+# A public client's refresh token is exchanged once. Its successor is derived from it with the
+# server's key, so that a retry of the same exchange (a lost response, two requests at once) gets
+# the same pair back without any of it being stored in a form that could be replayed.
 
-    def get_jti(self, client: Client, grant_type: str, user: Member, scope: str) -> str:
-        return secrets.token_urlsafe(24)
+
+def derived_secret(presented: str, purpose: str, length: int = 48) -> str:
+    """``length`` letters and digits drawn from HMAC-SHA512(SECRET_KEY, purpose:presented)."""
+    key = current_app.config["SECRET_KEY"].encode()
+    number = int.from_bytes(hmac.new(key, f"{purpose}:{presented}".encode(), hashlib.sha512).digest())
+    letters = []
+    for _ in range(length):  # 62**48 is about 2**286: the entropy of generate_token(48)
+        number, index = divmod(number, len(TOKEN_ALPHABET))
+        letters.append(TOKEN_ALPHABET[index])
+    return "".join(letters)
+
+
+def successor_token(refresh_token: RefreshToken, presented: str, scope: str) -> dict[str, Any]:
+    """The token response that replaces a rotated refresh token: the same for every request that
+    presents it within the grace window, to the byte."""
+    grant = refresh_token.grant
+    issued_at = int(refresh_token.rotated_at.replace(tzinfo=UTC).timestamp())
+    jti = derived_secret(presented, "access-token-jti", 32)
+    access_token = sign_access_token(grant.client, grant.member, scope, grant.resource, issued_at, jti)
+    return {
+        "token_type": "Bearer",
+        "access_token": access_token,
+        "expires_in": ACCESS_TOKEN_TTL,
+        "refresh_token": derived_secret(presented, "refresh-token"),
+        "scope": scope,
+    }
 
 
 def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
@@ -336,23 +381,21 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
     else:
         grant = oauth_request.refresh_token.grant
     now = utcnow()
-    db.session.add(
-        AccessToken(
-            grant_id=grant.id,
-            jti=claims["jti"],
-            scope=claims["scope"],
-            expires_at=datetime.fromtimestamp(claims["exp"], UTC).replace(tzinfo=None),
-        )
+    # Once each: a retried rotation answers with the successor pair already stored (grants).
+    fresh = insert_once(
+        AccessToken,
+        grant_id=grant.id,
+        jti=claims["jti"],
+        scope=claims["scope"],
+        expires_at=datetime.fromtimestamp(claims["exp"], UTC).replace(tzinfo=None),
     )
     if "refresh_token" in token:
-        db.session.add(
-            RefreshToken(
-                grant_id=grant.id, token_hash=sha256(token["refresh_token"]), expires_at=now + REFRESH_TOKEN_TTL
-            )
-        )
+        token_hash = sha256(token["refresh_token"])
+        insert_once(RefreshToken, grant_id=grant.id, token_hash=token_hash, expires_at=now + REFRESH_TOKEN_TTL)
     grant.last_used_at = now
     oauth_request.client.last_used_at = now
-    audit("token_issued", grant.member, oauth_request.client.client_id, oauth_request.payload.grant_type)
+    if fresh:
+        audit("token_issued", grant.member, oauth_request.client.client_id, oauth_request.payload.grant_type)
     db.session.commit()
     if oauth_request.payload.grant_type == "authorization_code" and db.session.scalar(
         sa.select(AuthorizationCode.replayed_at).where(AuthorizationCode.id == grant.authorization_code_id)
@@ -360,6 +403,10 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
         # The response still goes out, as the one answer to the code, but its tokens are dead.
         revoke_grants("code_reuse_detected", grant=grant, detail="replayed during its redemption")
         db.session.commit()
+    elif db.session.scalar(sa.select(Grant.revoked_at).where(Grant.id == grant.id)):
+        # Revoked while these tokens were being issued (a reuse detected, the member cutting the app
+        # off): they are dead already, so the answer is an error, never a 200 with them.
+        raise InvalidGrantError("The authorization was revoked.")
 
 
 def user_info(member: Member, scope: str) -> dict[str, Any]:

@@ -122,9 +122,17 @@ def livez() -> Response:
 
 @bp.route("/healthz")
 def healthz() -> Response:
-    """Readiness: the database answers (a 503 comes from the outage handler otherwise)."""
+    """Readiness: the database answers (a 503 comes from the outage handler otherwise). The
+    rate-limit store is reported but fails nothing: without it, each worker counts alone."""
     db.session.execute(sa.text("SELECT 1"))
-    return jsonify({"status": "ok", "database": "ok"})
+    return jsonify({"status": "ok", "database": "ok", "rate_limit_store": rate_limit_store()})
+
+
+def rate_limit_store() -> str:
+    try:
+        return "ok" if limiter.storage.check() else "unreachable"
+    except Exception:  # any failure of the store's client is an unreachable store
+        return "unreachable"
 
 
 @bp.route("/")

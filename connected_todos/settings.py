@@ -70,14 +70,25 @@ def from_environment(instance_path: str) -> dict[str, Any]:
         # Fernet keys, comma-separated: the first seals the signing keys, any of them opens them.
         "KEY_ENCRYPTION_KEY": env.get("KEY_ENCRYPTION_KEY", "").strip(),
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL"), instance_path),
+        # A database error's message must not carry the statement's values: a password hash, a token.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"hide_parameters": True},
         "PUBLIC_URL": env.get("PUBLIC_URL", "").rstrip("/"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",  # sent on the top-level GET from chatgpt.com to /idp
         "SESSION_COOKIE_SECURE": False,
         "SEED_DEMO": env.get("SEED_DEMO", "1" if local else "0") == "1",
         "TRUSTED_PROXIES": trusted_proxies(env.get("TRUSTED_PROXIES", "1")),
+        # A public client that retries a refresh within this many seconds (a lost response) gets
+        # the same new tokens instead of having its grant revoked as a reuse (RFC 9700 §4.14.2).
+        "REFRESH_TOKEN_GRACE_SECONDS": grace_seconds(env.get("REFRESH_TOKEN_GRACE_SECONDS", "30")),
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "" if production else "memory://"),
+        # When the shared store fails, each worker counts in its own memory and the requests go on;
+        # Flask-Limiter warns once, checks the store again with a growing interval, and goes back to it.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+        # A store that stops answering must not hold a request for long (redis-py waits forever).
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_ENABLED": env.get("RATELIMIT_ENABLED", "1") == "1",
         **{name: env.get(variable, default) for name, (variable, default) in RATE_LIMITS.items()},
@@ -175,6 +186,13 @@ def trusted_proxies(value: str) -> int:
     """TRUSTED_PROXIES: how many proxies stand in front of the app (platforms have one)."""
     if not value.isdigit():
         raise SystemExit(f"TRUSTED_PROXIES must be a number of proxies, such as 0 or 1, not {value!r}.")
+    return int(value)
+
+
+def grace_seconds(value: str) -> int:
+    """REFRESH_TOKEN_GRACE_SECONDS: 0 (no grace) to 300; a longer window would shelter a thief."""
+    if not (value.isascii() and value.isdigit()) or int(value[:4]) > 300:
+        raise SystemExit(f"REFRESH_TOKEN_GRACE_SECONDS must be a number of seconds from 0 to 300, not {value!r}.")
     return int(value)
 
 

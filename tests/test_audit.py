@@ -60,8 +60,9 @@ def test_refresh_reuse_and_registration_are_audited(base_url, world, org):
     client = mcp_client(world)
     body = mcp_token(base_url, org.admin_email, client)
     data = {"grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": client.client_id}
-    requests.post(f"{base_url}/oauth/token", data=data)
-    requests.post(f"{base_url}/oauth/token", data=data)  # the rotated token again
+    successor = requests.post(f"{base_url}/oauth/token", data=data).json()["refresh_token"]
+    requests.post(f"{base_url}/oauth/token", data={**data, "refresh_token": successor})
+    requests.post(f"{base_url}/oauth/token", data=data)  # the rotated token, once its successor was used
     names = [row[0] for row in events(world, client.client_id)]
     assert names[0] == "client_registered" and "refresh_reuse_detected" in names
     registered = events(world, confidential["client_id"])

@@ -262,3 +262,32 @@ def test_an_app_described_by_its_metadata_document_in_a_browser(app, base_url, b
     expect(setup_page.get_by_role("link", name="Desktop Agent")).to_be_visible()
     expect(setup_page.get_by_text(client_id)).to_be_visible()
     shot(setup_page, "setup-mcp")
+
+
+def test_the_audit_log_fits_its_column_and_leaves_empty_cells_empty(browser, base_url, operator, world):
+    # A self-registered app with a long name and a long redirect URI: the widest rows the log has.
+    requests.post(
+        f"{base_url}/oauth/register",
+        json={"client_name": "W" * 100, "redirect_uris": ["https://example.com/" + "p" * 400]},
+    )
+    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    page.goto(f"{base_url}/login")
+    page.get_by_label("Email").fill(operator.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: not url.startswith(f"{base_url}/login"))
+    page.goto(f"{base_url}/setup/audit")
+    widths = page.evaluate(
+        "() => [document.querySelector('table.audit').scrollWidth, document.querySelector('main').clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    overflowing = page.evaluate(
+        "() => [...document.querySelectorAll('table.audit td')].filter(c => c.scrollWidth > c.clientWidth + 1).length"
+    )
+    assert overflowing == 0
+    empty_client_cells = page.evaluate(
+        "() => [...document.querySelectorAll('table.audit tbody tr')].map(r => r.children[3])"
+        ".filter(c => !c.textContent.trim()).map(c => c.innerHTML.trim())"
+    )
+    assert empty_client_cells and set(empty_client_cells) == {""}  # no empty code pill
+    shot(page, "audit")

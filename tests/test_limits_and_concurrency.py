@@ -16,13 +16,14 @@ from conftest import setting
 from conftest import token_request
 
 
-def test_the_token_endpoint_answers_429_as_oauth_json(app, base_url, gpt):
+def test_the_token_endpoint_answers_429_with_a_code_of_rfc6749_5_2(app, base_url, gpt):
     with setting(app, "TOKEN_RATE_LIMIT", "2 per minute"):
         responses = [
             token_request(base_url, gpt, {"grant_type": "refresh_token", "refresh_token": "x"}) for _ in range(3)
         ]
     assert [r.status_code for r in responses] == [400, 400, 429]
-    assert responses[2].json()["error"] == "temporarily_unavailable" and responses[2].headers["Retry-After"]
+    # §5.2 has no rate-limit code, and temporarily_unavailable is the authorization endpoint's (§4.1.2.1).
+    assert responses[2].json()["error"] == "invalid_request" and responses[2].headers["Retry-After"]
 
 
 def test_the_api_answers_429_as_json(app, base_url, tokens):

@@ -76,7 +76,8 @@ def test_livez_and_healthz(base_url):
     import requests
 
     assert requests.get(f"{base_url}/livez").json() == {"status": "ok"}
-    assert requests.get(f"{base_url}/healthz").json() == {"status": "ok", "database": "ok"}
+    health = {"status": "ok", "database": "ok", "rate_limit_store": "ok"}
+    assert requests.get(f"{base_url}/healthz").json() == health
 
 
 def test_settings_from_env_files_lose_their_trailing_newline(tmp_path):

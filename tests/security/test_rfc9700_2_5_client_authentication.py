@@ -74,7 +74,7 @@ def test_repeated_failed_client_authentications_are_throttled(app, base_url, org
         another_client = introspect(base_url, Client(other.client_id, "wrong secret", ""), "x")
     assert [r.status_code for r in guesses] == [401, 401, 401]
     assert [r.status_code for r in throttled] == [429, 429, 429]
-    assert all(r.json()["error"] == "temporarily_unavailable" and int(r.headers["Retry-After"]) > 0 for r in throttled)
+    assert all(r.json()["error"] == "invalid_request" and int(r.headers["Retry-After"]) > 0 for r in throttled)
     assert with_the_right_secret.status_code == 429  # from this address, until the minute passes
     assert from_elsewhere.status_code == 200 and another_client.status_code == 401
 
