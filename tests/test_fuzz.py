@@ -157,3 +157,53 @@ def test_mcp_tools_never_fail(base_url, tokens_for_fuzz, name, arguments):
     response = requests.post(f"{base_url}/mcp", json=body, headers=headers)
     assert response.status_code in (200, 400), response.text[:300]  # 400: text no database can store
     assert "result" in response.json() or response.json()["error"]["code"] == -32602
+
+
+def nested(depth: int, leaf: object, kind: str) -> bytes:
+    """``leaf`` inside ``depth`` arrays or objects, as JSON text: deep enough to exhaust any
+    recursive walk (and Python's own encoder, so it is written out by hand)."""
+    opening, closing = ("[", "]") if kind == "array" else ('{"k":', "}")
+    return (opening * depth + json.dumps(leaf) + closing * depth).encode()
+
+
+# Bodies of every shape: JSON of any depth (the JSON strategy above stays shallow), text that is
+# not JSON, and bytes that are not UTF-8, under each content type a client might claim.
+BODIES = st.one_of(
+    st.builds(
+        nested,
+        depth=st.integers(min_value=0, max_value=3000),
+        leaf=st.none() | st.integers() | st.text(max_size=10),
+        kind=st.sampled_from(["array", "object"]),
+    ),
+    JSON.map(lambda value: json.dumps(value).encode()),
+    st.binary(max_size=300),
+    SENDABLE.map(str.encode),
+)
+ENDPOINTS = [
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/revoke"),
+    ("POST", "/oauth/introspect"),
+    ("POST", "/oauth/register"),
+    ("POST", "/oauth/userinfo"),
+    ("POST", "/idp"),
+    ("POST", "/api/todos"),
+    ("PATCH", "/api/todos/1"),
+    ("POST", "/mcp"),
+    ("POST", "/login"),
+    ("POST", "/signup"),
+]
+
+
+@FUZZ
+@given(
+    endpoint=st.sampled_from(ENDPOINTS),
+    body=BODIES,
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+)
+def test_any_body_to_any_endpoint_is_never_a_5xx(base_url, tokens_for_fuzz, endpoint, body, content_type):
+    method, path = endpoint
+    headers = {**bearer(tokens_for_fuzz), "MCP-Protocol-Version": "2025-11-25"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = requests.request(method, base_url + path, data=body, headers=headers)
+    assert response.status_code < 500, (path, response.status_code, response.text[:300])
