@@ -103,12 +103,21 @@ class Ledger:
                 self.errors[f"{kind}: HTTP {status}"] += 1
 
 
+CONNECTIONS = threading.local()  # each load thread keeps its connections alive, as a client does
+
+
+def session() -> requests.Session:
+    if not hasattr(CONNECTIONS, "session"):
+        CONNECTIONS.session = requests.Session()
+    return CONNECTIONS.session
+
+
 def post(url: str, **kwargs: Any) -> requests.Response:
-    return requests.post(url, timeout=TIMEOUT, **kwargs)
+    return session().post(url, timeout=TIMEOUT, **kwargs)
 
 
 def get(url: str, **kwargs: Any) -> requests.Response:
-    return requests.get(url, timeout=TIMEOUT, **kwargs)
+    return session().get(url, timeout=TIMEOUT, **kwargs)
 
 
 def pkce() -> tuple[str, str]:
@@ -232,7 +241,7 @@ def load(member: Member, ledger: Ledger, until: float) -> None:
             act(kind, member, ledger)
         except (requests.RequestException, ValueError, KeyError, AttributeError) as error:
             with ledger.lock:
-                ledger.errors[f"{kind}: {type(error).__name__}"] += 1
+                ledger.errors[f"{kind}: {type(error).__name__}: {str(error)[-120:]}"] += 1
 
 
 # ---- The servers, and what they use ------------------------------------------------------------
