@@ -115,15 +115,19 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 AuthorizationCode.code_hash == code_hash, AuthorizationCode.client_id == client.id
             )
         )
-        if not redeemed and item is not None and item.used_at is not None:
-            # A second redemption: revoke what the first one issued (RFC 9700 §4.5). The mark
-            # on the code catches a first redemption that has not stored its grant yet.
-            item.replayed_at = now
-            member = db.session.get(Member, item.member_id)
-            revoke_grants("code_reuse_detected", code=item, member=member, client=client, detail="code presented again")
-        db.session.commit()
         if not redeemed:
+            if item is not None and item.used_at is not None:
+                # A second redemption: revoke what the first one issued (RFC 9700 §4.5). The mark
+                # on the code catches a first redemption that has not stored its grant yet.
+                item.replayed_at = now
+                member = db.session.get(Member, item.member_id)
+                revoke_grants(
+                    "code_reuse_detected", code=item, member=member, client=client, detail="code presented again"
+                )
+            db.session.commit()
             return None
+        # Not committed here: the redemption commits with the tokens it issues (save_token), in one
+        # transaction. A racing redemption waits on the code's row until then, and then sees it used.
         bind_resource(requested_resource(self.request, item.resource))
         return item
 

@@ -81,6 +81,7 @@ CONFIDENTIAL_AUTH_METHODS = [*SECRET_AUTH_METHODS, "private_key_jwt"]
 ACCESS_TOKEN_TTL = 3600  # RFC 9068 access tokens: one hour
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 REFRESH_TOKEN_TTL = timedelta(days=90)  # sliding, renewed on every use
+LAST_USED_PRECISION = timedelta(minutes=1)  # how exactly /setup tells when an app was last used
 
 
 class InvalidTargetError(OAuth2Error):
@@ -393,7 +394,9 @@ def save_token(token: dict[str, Any], oauth_request: OAuth2Request) -> None:
         token_hash = sha256(token["refresh_token"])
         insert_once(RefreshToken, grant_id=grant.id, token_hash=token_hash, expires_at=now + REFRESH_TOKEN_TTL)
     grant.last_used_at = now
-    oauth_request.client.last_used_at = now
+    client = oauth_request.client
+    if client.last_used_at is None or now - client.last_used_at > LAST_USED_PRECISION:
+        client.last_used_at = now  # not on every token: every token request of a client would queue on its row
     if fresh:
         audit("token_issued", grant.member, oauth_request.client.client_id, oauth_request.payload.grant_type)
     db.session.commit()
