@@ -89,7 +89,9 @@ def from_environment(instance_path: str) -> dict[str, Any]:
         "RATELIMIT_SWALLOW_ERRORS": True,
         # A store that stops answering must not hold a request for long (redis-py waits forever).
         "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        "RATELIMIT_HEADERS_ENABLED": True,
+        # No X-RateLimit-* headers: each would cost the shared store a round trip on every request.
+        # A 429 still says when to come back, in Retry-After (web.http_error).
+        "RATELIMIT_HEADERS_ENABLED": False,
         "RATELIMIT_ENABLED": env.get("RATELIMIT_ENABLED", "1") == "1",
         **{name: env.get(variable, default) for name, (variable, default) in RATE_LIMITS.items()},
         # RFC 7591 §3: when set, dynamic registration is closed to all but holders of this token.

@@ -79,8 +79,25 @@ def remote_network() -> str:
     return str(ip_network(f"{parsed}/64", strict=False))
 
 
+class ViewLimiter(Limiter):
+    """Flask-Limiter with every limit on a view (``@limiter.limit``), none for the whole app.
+
+    Flask-Limiter checks the application's and default limits before every request, and that
+    check cost more than the rest of the middleware together while finding nothing: this app sets
+    none. The limits on views are checked as before, when the view is called."""
+
+    def init_app(self, app: Flask) -> None:
+        super().init_app(app)
+        if self.limit_manager.application_limits or self.limit_manager.default_limits:
+            raise RuntimeError("Rate limits here go on views; application and default limits would not be checked.")
+
+    def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
+        if not in_middleware:  # a view's own limits
+            super()._check_request_limit(callable_name, in_middleware)
+
+
 csrf = CSRFProtect()
-limiter = Limiter(remote_network)
+limiter = ViewLimiter(remote_network)
 login_manager = LoginManager()
 log = logging.getLogger("connected_todos")
 
@@ -91,10 +108,19 @@ def serves_https(app: Flask) -> bool:
 
 
 class SessionInterface(SecureCookieSessionInterface):
-    """Mark the session cookie Secure when the app is served over https, whatever one request says."""
+    """Mark the session cookie Secure when the app is served over https, whatever one request says;
+    and build the cookie's signer once per key rather than twice per request."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure or serves_https(app))
+
+    def get_signing_serializer(self, app: Flask) -> Any:
+        keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        cached = app.extensions.get("connected_todos.session_signer")
+        if cached is None or cached[0] != keys:
+            cached = (keys, super().get_signing_serializer(app))
+            app.extensions["connected_todos.session_signer"] = cached
+        return cached[1]
 
 
 def configured_limit(name: str) -> Callable[[], str]:
@@ -211,7 +237,8 @@ def require_https() -> Response | None:
 
 def reject_unstorable_input() -> Response | None:
     """Refuse query and form values that no column could store, before any view reads them."""
-    sources = [request.args] if request.is_json else [request.args, request.form]
+    # A form is read only where a body can carry one: a GET's would be parsed for nothing.
+    sources = [request.args] if request.is_json or request.method in ("GET", "HEAD") else [request.args, request.form]
     for values in sources:
         for key, value in values.items(multi=True):
             if not storable(key) or not storable(value) or len(value) > MAX_PARAMETER_LENGTH:
@@ -339,12 +366,24 @@ def http_error(error: HTTPException) -> Response:
     message = error.description or ""
     if status == 429:
         message = f"Too many requests ({message}). Try again later."
+        retry_after = seconds_until_reset()
     elif status >= 500:
         message = "The server could not finish this request."
     response = protocol_error(status, message)
+    if status == 429:
+        response.headers["Retry-After"] = str(retry_after)  # RFC 6585 §4
     if valid_methods := getattr(error, "valid_methods", None):  # 405 names what is allowed
         response.headers["Allow"] = ", ".join(valid_methods)
     return response
+
+
+def seconds_until_reset() -> int:
+    """When the limit a request broke lets it through again, in whole seconds (one at least)."""
+    try:
+        limit = limiter.current_limit
+        return max(1, int(limit.reset_at - time.time())) if limit else 60
+    except Exception:  # the store may have failed meanwhile: a minute is a safe answer
+        return 60
 
 
 def untrusted_host(error: SecurityError) -> Response:
