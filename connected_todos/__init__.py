@@ -85,6 +85,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     server.init_app(app, query_client=query_client, save_token=save_token)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    app.json.sort_keys = False  # fields in the order the code writes them; sorting cost a page of todos 15 µs
     app.jinja_env.globals.update(name_max=NAME_MAX, title_max=TITLE_MAX)  # the forms' maxlength
     app.jinja_env.filters["shell_quote"] = shlex.quote  # for commands a page asks an operator to run
     for command in cli.commands.values():
@@ -99,6 +100,8 @@ def prepare_database(app: Flask) -> None:
     playground's client and the demo data."""
     if db.engine.dialect.name == "sqlite":
         sa.event.listen(db.engine, "connect", sqlite_pragmas)
+    elif db.engine.dialect.name == "postgresql":
+        sa.event.listen(db.engine, "connect", postgresql_settings)
     if app.config["APP_ENV"] != "production":
         upgrade_database()  # production upgrades in the release phase: flask db upgrade
     if schema_is_current():  # otherwise this is `flask db upgrade` itself, about to bring it up to date
@@ -121,6 +124,16 @@ def schema_is_current() -> bool:
     with db.engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_heads()
     return set(current) == set(ScriptDirectory.from_config(migrate.get_config()).get_heads())
+
+
+def postgresql_settings(dbapi_connection: Any, _record: Any) -> None:
+    """Plan each statement for the values it runs with. psycopg prepares a statement it has run five
+    times, and PostgreSQL then plans it once for any values: for a todo page that plan walked the
+    primary key through every other organization's todos (20 ms instead of 0.1 ms), as one plan
+    cannot fit organizations of a hundred todos and of a hundred thousand alike."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,6 +9,7 @@ from conftest import api
 from conftest import bearer
 from conftest import token_for
 
+from connected_todos.models import db
 from connected_todos.todos import BLANK
 from connected_todos.todos import TITLE_PATTERN
 
@@ -92,6 +93,16 @@ def test_pagination_with_limit_cursor_and_completed(base_url, world, gpt):
     assert len(small["todos"]) == 5 and all(t["completed"] for t in small["todos"])
     open_ones = api(base_url, "GET", "/todos", token, params={"completed": "false", "limit": 100}).json()
     assert len(open_ones["todos"]) == 12 and not any(t["completed"] for t in open_ones["todos"])
+
+
+def test_postgresql_plans_each_todo_page_for_its_organization(app):
+    """Organizations differ in size by orders of magnitude: a plan made once for any organization
+    walked the primary key through every other organization's todos (connected_todos.postgresql_settings)."""
+    with app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite picks the (organization_id, id) index for any organization")
+        assert db.session.execute(sa.text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+        db.session.rollback()
 
 
 @pytest.mark.parametrize(
