@@ -13,6 +13,8 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
@@ -39,6 +41,9 @@ class KeyCache:
     private: KeySet | None = None
     public: KeySet | None = None
     checked_at: float = 0.0
+    # Digests of access tokens whose signature these keys verified, with their claims: a signature
+    # cannot change, so it is checked once per process rather than on every request.
+    verified: dict[str, Any] = field(default_factory=dict)
 
 
 def key_cache() -> KeyCache:
@@ -109,6 +114,7 @@ def load_keys(force: bool = False) -> KeyCache:
         cache.private = KeySet(keys)
         cache.public = KeySet.import_key_set(KeySet(keys).as_dict(private=False))
         cache.kids = kids
+        cache.verified = {}  # a retired key's signatures no longer count
     cache.signing_kid = next((row.kid for row in rows if row.retire_after is None), None)
     cache.checked_at = time.time()
     return cache

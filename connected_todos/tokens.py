@@ -43,6 +43,7 @@ from .models import Client
 from .models import Grant
 from .models import Member
 from .models import db
+from .models import sha256
 from .rules import ID_LIMIT
 from .rules import scope_for
 from .settings import api_resource
@@ -55,6 +56,9 @@ from .web import limiter
 
 MAX_TOKEN_BYTES = 8192
 INVALID = "The access token is invalid or expired."
+REQUIRED_CLAIMS = ("iss", "exp", "aud", "sub", "client_id", "iat", "jti")
+OPTIONAL_CLAIMS = ("auth_time", "acr", "amr", "scope", "groups", "roles", "entitlements")
+VERIFIED_MAX = 10_000  # access tokens whose signature a process remembers having verified
 
 
 @dataclass
@@ -90,13 +94,38 @@ class AccessTokenValidator(JWTBearerTokenValidator):
         if not self.header_is_ours(token_string):
             raise InvalidTokenError(INVALID)
         try:
-            claims = super().authenticate_token(token_string)
-            # Overridden: the audiences depend on the resource asked for, read per request (RFC 8707).
-            claims.options["aud"] = {"essential": True, "values": self.audiences()} if self.audiences else {}
+            payload, header = self.signed_payload(token_string)
+            claims = JWTAccessTokenClaims(payload, header, self.claims_options())
             claims.validate()
         except (OAuth2Error, JoseError, ValueError, TypeError):
             raise InvalidTokenError(INVALID) from None
         return claims
+
+    def claims_options(self) -> dict[str, Any]:
+        """RFC 9068 §2.2's required claims, and the optional ones the library checks the type of.
+        The issuer is ours; the audiences depend on the resource asked for (RFC 8707), read per request."""
+        options: dict[str, Any] = {name: {"essential": True} for name in REQUIRED_CLAIMS}
+        options |= {name: {"essential": False} for name in OPTIONAL_CLAIMS}
+        options["iss"]["validate"] = self.validate_iss
+        options["aud"] = {"essential": True, "values": self.audiences()} if self.audiences else {}
+        return options
+
+    def signed_payload(self, token_string: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The token's payload and header once its RS256 signature verifies (RFC 7515 §5.2).
+
+        A signature cannot change, so each process verifies a token once per key set and then
+        remembers it by its digest (never the token itself). Every claim is still validated, and
+        the token's record looked up, on every request."""
+        keys = load_keys()
+        digest = sha256(token_string)
+        known = keys.verified.get(digest)
+        if known is None:
+            signed = super().authenticate_token(token_string)  # the signature only: claims come after
+            known = (dict(signed), dict(signed.header))
+            if len(keys.verified) >= VERIFIED_MAX:
+                keys.verified.clear()  # bounded: at worst some signatures are verified again
+            keys.verified[digest] = known
+        return dict(known[0]), dict(known[1])
 
     def header_is_ours(self, token_string: str) -> bool:
         """RS256 from one of our keys, typed as an access token (RFC 9068 §4), and never a key the

@@ -84,6 +84,8 @@ def test_rotating_the_key_keeps_the_previous_one_published(app, base_url, org, g
     runner.invoke(args=["rotate-keys"])
     kids_after = [k["kid"] for k in requests.get(f"{base_url}/.well-known/jwks.json").json()["keys"]]
     assert len(kids_after) == 2 and kids[0] in kids_after and kids[1] not in kids_after
+    # The old token's signature was verified before, but its key is gone: it no longer counts.
+    assert requests.get(f"{base_url}/api/me", headers=bearer(old_token)).status_code == 401
 
 
 @pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/.well-known/jwks.json"])
