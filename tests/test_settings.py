@@ -1,6 +1,8 @@
 """Settings: SECRET_KEY in production, the development key, DATABASE_URL, demo data."""
 
+import gc
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +117,18 @@ def test_production_refuses_limits_counted_apart_in_each_worker(tmp_path):
     env = {"APP_ENV": "production", "SECRET_KEY": "s" * 40, "KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY}
     result = start(tmp_path, PUBLIC_URL="https://todos.example.com", **env)
     assert result.returncode != 0 and "RATELIMIT_STORAGE_URI is not set" in result.stderr
+
+
+def test_gunicorn_workers_do_not_collect_the_preloaded_app():
+    """gunicorn.conf.py: the master loads the app without collecting and freezes it before each
+    fork, so that a worker's collections neither copy nor visit the master's objects (gc.freeze)."""
+    conf = runpy.run_path(str(Path(__file__).parent.parent / "gunicorn.conf.py"))
+    try:
+        assert conf["preload_app"] and not gc.isenabled()
+        conf["pre_fork"](None, None)
+        assert gc.get_freeze_count() > 0
+        conf["post_fork"](None, None)
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
