@@ -14,14 +14,19 @@ For each database the script
    bodies and the per-connection state of the multi-step flows) or, when wrk is missing, with a
    Python multi-process client, at 16 connections, and measures side by side:
 
-   (a) ``GET /api/todos`` with a valid JWT against the floor ``GET /livez``;
-   (b) ``/oauth/token`` for authorization-code exchanges (codes made beforehand through ``GET /idp``
+   (a) the floor: a bare Flask app (``bench/floor.py``) under the same gunicorn settings, beside
+       the app, and the app's ``GET /livez`` (every middleware, no database);
+   (b) ``GET /api/todos`` with a valid JWT, and MCP ``tools/call list_todos``;
+   (c) ``/oauth/token`` for authorization-code exchanges (codes made beforehand through ``GET /idp``
        with an already-consented session, one request per code) and for refreshes;
-   (c) whole authorize -> consent -> token flows, with ``prompt=consent`` so that the consent
+   (d) whole authorize -> consent -> token flows, with ``prompt=consent`` so that the consent
        page is rendered and posted each time (three requests per flow);
-   (d) the first page of a 100,000-todo organization against a 100-todo one;
+   (e) the first page of a 100,000-todo organization against a 100-todo one;
 
-5. prints medians over the rounds, p99, the ratios and the targets with PASS or MISS, and cleans
+   each with the server's CPU time per request (from /proc), steadier than req/s on a shared
+   machine; after a warm-up, rounds alternate their order so that drift hits every measurement;
+
+5. prints medians over the rounds, p99, the ratios and the goals with PASS or MISS, and cleans
    up: gunicorn is stopped, the PostgreSQL database is dropped and temporary files are removed.
 
 Only 127.0.0.1 is ever contacted. Usage: ``python bench/run.py --seconds 10 --rounds 3``.
@@ -905,7 +910,7 @@ def report(runs: list[DatabaseRun], args: argparse.Namespace) -> None:
         api_p99 = run.median("api", "p99_ms")
         token_p99 = max(run.median("code", "p99_ms"), run.median("refresh", "p99_ms"))
         code_ratio, refresh_ratio = run.ratio("code", "floor"), run.ratio("refresh", "floor")
-        page_ratio = run.ratio("page100", "page100k")  # cost ratio: the 100k org's cost over the 100 org's
+        page_ratio = run.cpu_ratio("page100k", "page100")  # cost: the 100k org's CPU per request over the 100 org's
         goals = [
             (f"GET /api/todos = {run.ratio('api', 'floor'):.2f} of the floor", TARGET_API_FLOOR_RATIO, ">="),
             (f"GET /api/todos CPU = {run.cpu_ratio('api', 'floor'):.2f}x the floor's", TARGET_API_CPU_RATIO, "<="),
