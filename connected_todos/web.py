@@ -109,10 +109,16 @@ def serves_https(app: Flask) -> bool:
 
 class SessionInterface(SecureCookieSessionInterface):
     """Mark the session cookie Secure when the app is served over https, whatever one request says;
-    and build the cookie's signer once per key rather than twice per request."""
+    build the cookie's signer once per key rather than twice per request; and leave a request that
+    never touched the session alone."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure or serves_https(app))
+
+    def save_session(self, app: Flask, session: Any, response: Response) -> None:
+        if not session and not session.modified and not session.accessed:
+            return  # no cookie to set or delete, no Vary: an API or MCP request, a health check
+        super().save_session(app, session, response)
 
     def get_signing_serializer(self, app: Flask) -> Any:
         keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
@@ -237,8 +243,9 @@ def require_https() -> Response | None:
 
 def reject_unstorable_input() -> Response | None:
     """Refuse query and form values that no column could store, before any view reads them."""
-    # A form is read only where a body can carry one: a GET's would be parsed for nothing.
-    sources = [request.args] if request.is_json or request.method in ("GET", "HEAD") else [request.args, request.form]
+    sources = [request.args]
+    if request.method not in ("GET", "HEAD") and not request.is_json:  # only a body can carry a form
+        sources.append(request.form)
     for values in sources:
         for key, value in values.items(multi=True):
             if not storable(key) or not storable(value) or len(value) > MAX_PARAMETER_LENGTH:
