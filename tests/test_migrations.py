@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -49,22 +50,28 @@ def flask_db(database_url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def database_for_upgrade(tmp_path) -> str:
-    """A database of this test's own, on the same kind of server the suite runs on."""
+@pytest.fixture
+def upgrade_url(tmp_path):
+    """A database of this test's own, on the same kind of server the suite runs on, dropped after."""
     url = os.environ.get("TEST_DATABASE_URL")
     if not url:
-        return f"sqlite:///{tmp_path}/upgrade.db"
+        yield f"sqlite:///{tmp_path}/upgrade.db"
+        return
     name = f"upgrade_{os.getpid()}"
     admin = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
         connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
-def test_an_upgrade_from_the_previous_schema_keeps_the_data(tmp_path):
-    url = database_for_upgrade(tmp_path)
+def test_an_upgrade_from_the_previous_schema_keeps_the_data(upgrade_url):
+    url = upgrade_url
     assert flask_db(url, "upgrade", "0001_foundation").returncode == 0
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as c:
@@ -101,8 +108,8 @@ def test_an_upgrade_from_the_previous_schema_keeps_the_data(tmp_path):
     engine.dispose()
 
 
-def test_the_upgrade_seals_the_signing_keys_and_the_downgrade_opens_them(tmp_path):
-    url = database_for_upgrade(tmp_path)
+def test_the_upgrade_seals_the_signing_keys_and_the_downgrade_opens_them(upgrade_url):
+    url = upgrade_url
     assert flask_db(url, "upgrade", "0006_logins_on_the_server").returncode == 0
     jwk = RSAKey.generate_key(2048, parameters={"kid": "old-key"}).as_dict(private=True)
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
