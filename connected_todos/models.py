@@ -510,7 +510,6 @@ def keyset_page(
     pagination: the cost of a page does not grow with the table). ValueError for a made-up cursor."""
     if cursor is not None and (before := decode_cursor(cursor)) is not None:
         query = query.where(model.id < before)
-    result = db.session.execute(query.order_by(model.id.desc()).limit(limit + 1)).all()
-    rows = [row[0] if len(row) == 1 else row for row in result]  # entities, or rows of columns
+    rows = db.session.scalars(query.order_by(model.id.desc()).limit(limit + 1)).all()
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return list(rows[:limit]), next_cursor

@@ -373,12 +373,11 @@ def http_error(error: HTTPException) -> Response:
     message = error.description or ""
     if status == 429:
         message = f"Too many requests ({message}). Try again later."
-        retry_after = seconds_until_reset()
     elif status >= 500:
         message = "The server could not finish this request."
     response = protocol_error(status, message)
     if status == 429:
-        response.headers["Retry-After"] = str(retry_after)  # RFC 6585 §4
+        response.headers["Retry-After"] = str(seconds_until_reset())  # RFC 6585 §4
     if valid_methods := getattr(error, "valid_methods", None):  # 405 names what is allowed
         response.headers["Allow"] = ", ".join(valid_methods)
     return response
