@@ -52,6 +52,7 @@ KEY_ENCRYPTION_KEY = "EQbMhR1OxR4Ld4Bn3sLyIJjz0mHp9_dOM8SlK8UT0Zc="
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PASSWORD = "correct horse battery"
 MCP_VERSION = {"MCP-Protocol-Version": "2025-11-25"}
+MCP_TOOLS = {"whoami", "list_todos", "add_todo", "update_todo", "complete_todo", "delete_todo", "search", "fetch"}
 GPT_CALLBACK = "https://chat.openai.com/aip/g-0635bc4d3822cb8e34e6970c89332f8fe4fbd28b/oauth/callback"
 
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import requests
+from conftest import MCP_TOOLS
 from conftest import MCP_VERSION
 from conftest import bearer
 from conftest import call
@@ -224,16 +225,7 @@ def test_cors_exposes_the_challenge(base_url):
 
 def test_tools_list_describes_each_tool(base_url, mcp_access):
     tools = {t["name"]: t for t in rpc(base_url, mcp_access, "tools/list").json()["result"]["tools"]}
-    assert set(tools) == {
-        "whoami",
-        "list_todos",
-        "add_todo",
-        "update_todo",
-        "complete_todo",
-        "delete_todo",
-        "search",
-        "fetch",
-    }
+    assert set(tools) == MCP_TOOLS
     for tool in tools.values():
         assert tool["inputSchema"]["type"] == "object" and tool["outputSchema"]["type"] == "object"
         assert {"readOnlyHint", "destructiveHint", "idempotentHint"} <= set(tool["annotations"])

@@ -3,7 +3,6 @@ discovery, dynamic registration, PKCE, login and consent through the real forms,
 refresh once the access token has expired, in each revision the client speaks."""
 
 import asyncio
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs
@@ -11,6 +10,8 @@ from urllib.parse import urlsplit
 
 import httpx2
 import pytest
+from conftest import CSRF
+from conftest import MCP_TOOLS
 from conftest import PASSWORD
 from mcp import Client
 from mcp.client.auth import AuthorizationCodeResult
@@ -18,8 +19,6 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 from pydantic import AnyUrl
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 class MemoryStorage:
@@ -128,16 +127,7 @@ def test_the_sdk_client_connects_and_manages_todos(base_url, org, mode, version)
     # A thread of its own: the browser tests' Playwright keeps an event loop running in this one.
     with ThreadPoolExecutor(1) as worker:
         run = worker.submit(asyncio.run, journey(base_url, org.admin_email, mode)).result()
-    assert set(run["tools"]) == {
-        "whoami",
-        "list_todos",
-        "add_todo",
-        "update_todo",
-        "complete_todo",
-        "delete_todo",
-        "search",
-        "fetch",
-    }
+    assert set(run["tools"]) == MCP_TOOLS
     assert run["version"] == version
     assert run["me"]["email"] == org.admin_email
     assert run["added"]["title"] == "Buy milk" and run["added"]["due_date"] == "2026-12-01"
